@@ -1,0 +1,94 @@
+"""What every `llama2_format` adapter provides (SPEC §4, §5).
+
+Adapters are pure: dicts/bytes in, dicts/bytes out, no I/O, no aiohttp. The pipeline
+owns the order of things; an adapter only knows its dialect.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ModelOptions
+
+
+class TransformError(Exception):
+    """The client request cannot be expressed in this dialect (→ 400
+    `error transforming to llama2://<route_type>/<format>`)."""
+
+
+class ResponseError(Exception):
+    """An upstream 200 this adapter cannot read; str(exc) is the reason (→ 500
+    `transformation failed from type llama2://<route_type>: <reason>`)."""
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request as the adapters see it (built once by the pipeline)."""
+
+    route_type: str  # config.CHAT | config.COMPLETIONS
+    body: dict[str, Any]  # the client's JSON object; adapters never mutate it
+    model: str | None  # effective model name (SPEC §3.3)
+    stream: bool  # the upstream streams and the client gets SSE
+    include_usage: bool  # client sent stream_options.include_usage: true
+    id: str  # response id: "chatcmpl-…" (chat) / "cmpl-…" (completions)
+    created: int  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    estimated: bool = False  # True when counted by us (≈4 chars/token), not reported
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    body: bytes  # OpenAI-shaped JSON for the client
+    usage: Usage
+    model: str | None = None  # model the upstream says answered
+
+
+class StreamDecoder(ABC):
+    """Turns upstream stream bytes into OpenAI SSE events for the client.
+
+    `feed` gets raw network reads (frames may be split anywhere) and returns complete
+    client events, each `data: <json>\\n\\n`, in order. When the upstream's final frame
+    arrives, `done` becomes True and the returned events end with the final chunk (with
+    `finish_reason`), the usage chunk (if `include_usage`) and `data: [DONE]\\n\\n`.
+    An in-band upstream error frame sets `error` and yields one
+    `data: {"error":{"message":…}}\\n\\n` event (and no [DONE]); feed after that returns [].
+    """
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.error: str | None = None
+        self.done = False
+        self.model: str | None = None  # upstream-reported model, when seen
+        self.completion_text_len = 0  # characters of generated text, for estimates
+
+    @abstractmethod
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    @abstractmethod
+    def finish(self) -> list[bytes]:
+        """Upstream EOF. If the final frame was not seen, returns the error event
+        (connection dropped) and sets `error`, unless the dialect can end cleanly."""
+
+
+class Adapter(ABC):
+    format: str  # "ollama" | "raw" | "openai"
+
+    @abstractmethod
+    def build(self, call: Call, opts: ModelOptions) -> dict[str, Any]:
+        """Upstream JSON body. Raises TransformError."""
+
+    @abstractmethod
+    def parse(self, call: Call, opts: ModelOptions, body: bytes) -> Parsed:
+        """Upstream 200 body → client body. Raises ResponseError."""
+
+    @abstractmethod
+    def decoder(self, call: Call, opts: ModelOptions) -> StreamDecoder:
+        """A fresh decoder for one streamed response."""

@@ -1,0 +1,107 @@
+"""`llama-gateway serve | check | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import Config, ConfigError, load_file
+
+ENV_CONFIG = "LLAMA_GATEWAY_CONFIG"
+log = logging.getLogger("llama_gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llama-gateway",
+        description="Kong-compatible AI proxy for self-hosted Llama-family servers.",
+    )
+    p.add_argument("--log-level", default=os.environ.get("LLAMA_GATEWAY_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "-c", help=f"YAML config file (default: ${ENV_CONFIG})")
+    serve.add_argument("--host", help="proxy listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="proxy port (overrides server.port)")
+    serve.add_argument("--status-port", type=int, help="status port (overrides server.status_port)")
+
+    check = sub.add_parser("check", help="validate a config file and exit")
+    check.add_argument("--config", "-c", help=f"YAML config file (default: ${ENV_CONFIG})")
+
+    demo = sub.add_parser("demo", help="run the gateway in front of three simulated upstreams")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--status-port", type=int, default=8100)
+    return p
+
+
+def _config_path(arg: str | None) -> str:
+    path = arg or os.environ.get(ENV_CONFIG)
+    if not path:
+        raise SystemExit(f"llama-gateway: no config: pass --config FILE or set {ENV_CONFIG}")
+    return path
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_file(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "check":
+        path = _config_path(args.config)
+        cfg = _load(path)
+        if cfg is None:
+            return 1
+        n = sum(len(r.targets) for r in cfg.routes)
+        print(f"{path}: OK ({len(cfg.routes)} route(s), {n} target(s))")
+        return 0
+    if args.command == "serve":
+        cfg = _load(_config_path(args.config))
+        if cfg is None:
+            return 1
+        return asyncio.run(_serve(cfg, args.host, args.port, args.status_port))
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(args.port, args.status_port))
+
+
+async def _serve(cfg: Config, host: str | None, port: int | None, status_port: int | None) -> int:
+    from .server import GatewayServer, run_until_signalled
+
+    server = GatewayServer(cfg)
+    try:
+        await server.start(host, port, status_port)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await server.stop()
+        return 1
+
+    def started() -> None:
+        s = cfg.server
+        log.info(
+            "llama-gateway listening on http://%s:%d (status http://%s:%d), %d route(s)",
+            host or s.host,
+            server.port,
+            s.status_host,
+            server.status_port,
+            len(cfg.routes),
+        )
+
+    await run_until_signalled(server, started)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,17 @@
+"""Configuration: YAML → validated, frozen dataclasses, once at startup (SPEC §1)."""
+
+from .schema import *  # noqa: F403
+from .schema import CHAT, COMPLETIONS, Config, ConfigError, RouteConfig, TargetConfig
+from .validate import load_file, load_text, parse
+
+__all__ = [
+    "CHAT",
+    "COMPLETIONS",
+    "Config",
+    "ConfigError",
+    "RouteConfig",
+    "TargetConfig",
+    "load_file",
+    "load_text",
+    "parse",
+]

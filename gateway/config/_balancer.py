@@ -1,0 +1,142 @@
+"""Validation of the `balancer` block (SPEC §1.3) including our `healthchecks` extension."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._checks import Checker
+from .schema import (
+    ALGORITHMS,
+    FAILOVER_CRITERIA,
+    IMPLEMENTED_ALGORITHMS,
+    ActiveHealthcheck,
+    BalancerConfig,
+    HealthDirection,
+)
+
+
+class BalancerChecks(Checker):
+    def balancer(self, raw: Any, path: str) -> BalancerConfig:
+        d = self.mapping(
+            raw,
+            path,
+            {
+                "algorithm",
+                "tokens_count_strategy",
+                "latency_strategy",
+                "hash_on_header",
+                "slots",
+                "retries",
+                "connect_timeout",
+                "write_timeout",
+                "read_timeout",
+                "failover_criteria",
+                "max_fails",
+                "fail_timeout",
+                "healthchecks",
+            },
+            {},
+        )
+        b = BalancerConfig()
+        algorithm = self.choice(d, "algorithm", path, ALGORITHMS, b.algorithm)
+        if algorithm not in IMPLEMENTED_ALGORITHMS:
+            self.err(
+                f"{path}.algorithm",
+                f"{algorithm!r} is valid but not implemented yet in this version "
+                f"(implemented: {', '.join(sorted(IMPLEMENTED_ALGORITHMS))})",
+            )
+        criteria = d.get("failover_criteria")
+        if criteria is None:
+            criteria_t = b.failover_criteria
+        elif not isinstance(criteria, list) or not all(isinstance(c, str) for c in criteria):
+            self.err(f"{path}.failover_criteria", "must be a list of strings")
+            criteria_t = b.failover_criteria
+        else:
+            bad = [c for c in criteria if c not in FAILOVER_CRITERIA]
+            if bad:
+                self.err(
+                    f"{path}.failover_criteria",
+                    f"unknown criteria {', '.join(map(repr, bad))} "
+                    f"(allowed: {', '.join(FAILOVER_CRITERIA)})",
+                )
+            criteria_t = tuple(dict.fromkeys(c for c in criteria if c in FAILOVER_CRITERIA))
+        ms = dict(integer=True, lo=1, hi=2**31 - 1)
+        return BalancerConfig(
+            algorithm=algorithm,
+            tokens_count_strategy=self.choice(
+                d,
+                "tokens_count_strategy",
+                path,
+                ("total-tokens", "prompt-tokens", "completion-tokens", "cost"),
+                b.tokens_count_strategy,
+            ),
+            latency_strategy=self.choice(
+                d, "latency_strategy", path, ("tpot", "e2e"), b.latency_strategy
+            ),
+            hash_on_header=self.string(d, "hash_on_header", path, b.hash_on_header),
+            slots=self.number(d, "slots", path, b.slots, integer=True, lo=10, hi=65536),
+            retries=self.number(d, "retries", path, b.retries, integer=True, lo=0, hi=32767),
+            connect_timeout=self.number(d, "connect_timeout", path, b.connect_timeout, **ms),
+            write_timeout=self.number(d, "write_timeout", path, b.write_timeout, **ms),
+            read_timeout=self.number(d, "read_timeout", path, b.read_timeout, **ms),
+            failover_criteria=criteria_t,
+            max_fails=self.number(d, "max_fails", path, b.max_fails, integer=True, lo=0, hi=32767),
+            fail_timeout=self.number(d, "fail_timeout", path, b.fail_timeout, **ms),
+            healthchecks=self.healthchecks(d, path),
+        )
+
+    def healthchecks(self, d: dict, path: str) -> ActiveHealthcheck | None:
+        if "healthchecks" not in d:
+            return ActiveHealthcheck()
+        hpath = f"{path}.healthchecks"
+        h = self.mapping(d["healthchecks"], hpath, {"active"}, {"passive": None})
+        if d["healthchecks"] is False:
+            return None
+        if "active" in h and h["active"] is None:
+            return None
+        apath = f"{hpath}.active"
+        a = self.mapping(
+            h.get("active"), apath, {"http_path", "timeout", "healthy", "unhealthy", "type"}, {}
+        )
+        if "type" in a and a["type"] not in ("http", "https"):
+            self.err(f"{apath}.type", "must be http or https (the target's URL scheme is used)")
+        default = ActiveHealthcheck()
+        http_path = self.string(a, "http_path", apath, None)
+        if http_path is not None and not http_path.startswith("/"):
+            self.err(f"{apath}.http_path", "must start with '/'")
+        hp = f"{apath}.healthy"
+        hd = self.mapping(a.get("healthy"), hp, {"interval", "successes", "http_statuses"}, {})
+        statuses = hd.get("http_statuses", list(default.healthy.http_statuses))
+        if not isinstance(statuses, list) or not all(
+            isinstance(s, int) and 100 <= s <= 999 for s in statuses
+        ):
+            self.err(f"{hp}.http_statuses", "must be a list of HTTP status codes")
+            statuses = list(default.healthy.http_statuses)
+        healthy = HealthDirection(
+            interval=self.number(hd, "interval", hp, default.healthy.interval, lo=0, hi=65535),
+            successes=self.number(
+                hd, "successes", hp, default.healthy.successes, integer=True, lo=0, hi=255
+            ),
+            http_statuses=tuple(statuses),
+        )
+        up = f"{apath}.unhealthy"
+        ud = self.mapping(
+            a.get("unhealthy"), up, {"interval", "http_failures", "tcp_failures", "timeouts"}, {}
+        )
+        du = default.unhealthy
+        unhealthy = HealthDirection(
+            interval=self.number(ud, "interval", up, du.interval, lo=0, hi=65535),
+            http_failures=self.number(
+                ud, "http_failures", up, du.http_failures, integer=True, lo=0, hi=255
+            ),
+            tcp_failures=self.number(
+                ud, "tcp_failures", up, du.tcp_failures, integer=True, lo=0, hi=255
+            ),
+            timeouts=self.number(ud, "timeouts", up, du.timeouts, integer=True, lo=0, hi=255),
+        )
+        return ActiveHealthcheck(
+            http_path=http_path,
+            timeout=self.number(a, "timeout", apath, default.timeout, lo=0, lo_open=True, hi=65535),
+            healthy=healthy,
+            unhealthy=unhealthy,
+        )

@@ -1,0 +1,196 @@
+"""Configuration types: YAML → validated, frozen dataclasses, once at startup.
+
+The route `config:` block is Kong's AI Proxy (Advanced) plugin config verbatim. Every
+error carries the key path that caused it (`routes[0].config.targets[1].model.options:
+...`); all errors of a file are collected so `llama-gateway check` can print them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from balancers.registry import implemented
+
+CHAT = "llm/v1/chat"
+COMPLETIONS = "llm/v1/completions"
+ROUTE_TYPES = (CHAT, COMPLETIONS)
+FORMATS = ("raw", "ollama", "openai")
+ALGORITHMS = (
+    "round-robin",
+    "lowest-latency",
+    "lowest-usage",
+    "least-connections",
+    "consistent-hashing",
+    "priority",
+)
+# Algorithms whose code exists; the others validate but are refused with a clear message.
+IMPLEMENTED_ALGORITHMS = implemented()
+FAILOVER_CRITERIA = (
+    "error",
+    "timeout",
+    "invalid_header",
+    "http_403",
+    "http_404",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "non_idempotent",
+)
+
+
+class ConfigError(Exception):
+    """Every problem found in one configuration, each as `key.path: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# --------------------------------------------------------------------------- typed config
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamURL:
+    scheme: str
+    host: str
+    port: int
+    path: str  # includes the query string, if the operator wrote one
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.path
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOptions:
+    llama2_format: str
+    upstream_url: UpstreamURL
+    raw_flavor: str = "hf"  # raw only: hf (TGI / HF API) | llamacpp (native /completion)
+    chat_template: str = "llama2"  # raw only: llama2 (Meta) | kong (Kong's builder)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    input_cost: float | None = None
+    output_cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    options: ModelOptions
+    provider: str = "llama2"
+    name: str | None = None
+    model_alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    header_name: str | None = None
+    header_value: str | None = field(default=None, repr=False)
+    param_name: str | None = None
+    param_value: str | None = field(default=None, repr=False)
+    param_location: str | None = None  # query | body
+    allow_override: bool = False
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(v for v in (self.header_value, self.param_value) if v)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    log_statistics: bool = False
+    log_payloads: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    name: str
+    route_type: str
+    model: ModelConfig
+    auth: AuthConfig = AuthConfig()
+    logging: LoggingConfig = LoggingConfig()
+    weight: int = 100
+    description: str | None = None
+
+    @property
+    def options(self) -> ModelOptions:
+        return self.model.options
+
+
+@dataclass(frozen=True, slots=True)
+class HealthDirection:
+    interval: float
+    successes: int = 0  # healthy direction
+    http_failures: int = 0  # unhealthy direction
+    tcp_failures: int = 0
+    timeouts: int = 0
+    http_statuses: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveHealthcheck:
+    http_path: str | None = None  # None = by format (SPEC §6.4)
+    timeout: float = 1.0
+    healthy: HealthDirection = HealthDirection(interval=5, successes=2, http_statuses=(200,))
+    unhealthy: HealthDirection = HealthDirection(
+        interval=5, http_failures=2, tcp_failures=2, timeouts=2
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerConfig:
+    algorithm: str = "round-robin"
+    tokens_count_strategy: str = "total-tokens"
+    latency_strategy: str = "tpot"
+    hash_on_header: str = "X-Kong-LLM-Request-ID"
+    slots: int = 10000
+    retries: int = 5
+    connect_timeout: int = 60000  # ms
+    write_timeout: int = 60000
+    read_timeout: int = 60000
+    failover_criteria: tuple[str, ...] = ("error", "timeout")
+    max_fails: int = 0
+    fail_timeout: int = 10000
+    healthchecks: ActiveHealthcheck | None = ActiveHealthcheck()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str
+    paths: tuple[str, ...]
+    plugin: str
+    route_type: str
+    targets: tuple[TargetConfig, ...]
+    balancer: BalancerConfig = BalancerConfig()
+    response_streaming: str = "allow"
+    max_request_body_size: int = 1048576
+    model_name_header: bool = True
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for t in self.targets for s in t.auth.secrets())
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    status_host: str = "127.0.0.1"
+    status_port: int = 8100
+    drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    routes: tuple[RouteConfig, ...]

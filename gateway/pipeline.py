@@ -1,0 +1,345 @@
+"""One client request, end to end (SPEC §3, §5, §6.2).
+
+validate (§3.1) → candidates (§3.3) → attempt loop: pick → adapter.build → upstream
+call → classify → retry/failover or answer. This module is the only place that knows
+the order of these steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from balancers import Outcome, PickContext
+
+from . import errors
+from .adapters.base import Call, ResponseError, TransformError
+from .config import CHAT, COMPLETIONS
+from .errors import GatewayError, error_response
+from .jsonutil import JSONDecodeError, dumps, loads
+from .routing import Route, Target
+from .streaming import StreamFailure, StreamResult, relay_stream
+from .upstream import Failure, classify
+
+_PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one request learned while trying targets; feeds headers and the answer."""
+
+    started: float
+    count: int = 0
+    tried: list[Target] = field(default_factory=list)
+    last_failure: Failure | None = None
+    last_target: Target | None = None
+    sent_at: float = 0.0
+    headers_at: float = 0.0
+    passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
+
+
+class Gateway:
+    """Request handling shared by all routes; the server maps paths to `Route`s."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.session = session
+        self.clock = clock
+        self.wall = wall
+        self.in_flight = 0
+        self.streams: set[asyncio.Task[Any]] = set()  # handler tasks currently streaming
+        self.closing = False  # set when drain time ran out: streams end with an error event
+
+    # ------------------------------------------------------------------ request intake
+
+    async def handle(self, request: web.Request, route: Route) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._handle(request, route)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, request: web.Request, route: Route) -> web.StreamResponse:
+        started = self.clock()
+        cfg = route.cfg
+        limit = cfg.max_request_body_size
+        if limit and request.content_length is not None and request.content_length > limit:
+            raise GatewayError(413, errors.BODY_TOO_LARGE)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise GatewayError(413, errors.BODY_TOO_LARGE) from None
+        if limit and len(raw) > limit:
+            raise GatewayError(413, errors.BODY_TOO_LARGE)
+        body = _parse_body(raw, cfg.route_type)
+        candidates = route.candidates(body.get("model"))
+        stream = body.get("stream") is True
+        if cfg.response_streaming == "deny":
+            if stream:
+                raise GatewayError(400, errors.STREAMING_DISABLED)
+        elif cfg.response_streaming == "always":
+            stream = True
+        opts = body.get("stream_options")
+        call = Call(
+            route_type=cfg.route_type,
+            body=body,
+            model=None,
+            stream=stream,
+            include_usage=stream and isinstance(opts, dict) and opts.get("include_usage") is True,
+            id=("chatcmpl-" if cfg.route_type == CHAT else "cmpl-") + uuid.uuid4().hex[:24],
+            created=int(self.wall()),
+        )
+        client_model = body.get("model") if isinstance(body.get("model"), str) else None
+        return await self._attempts(request, route, call, candidates, client_model, started)
+
+    # ------------------------------------------------------------------ attempt loop
+
+    async def _attempts(
+        self,
+        request: web.Request,
+        route: Route,
+        call: Call,
+        candidates: list[Any],
+        client_model: str | None,
+        started: float,
+    ) -> web.StreamResponse:
+        bal_cfg = route.cfg.balancer
+        criteria = bal_cfg.failover_criteria
+        att = Attempt(started=started)
+        ctx = PickContext(tried=[t.state for t in att.tried])
+        ctx.hash_key = request.headers.get(bal_cfg.hash_on_header)
+        pool = list(candidates)
+        untransformable: str | None = None
+        while True:
+            state = route.balancer.pick(pool, ctx)
+            if state is None:
+                break
+            target = route.targets[state.index]
+            call.model = target.cfg.model.name or client_model
+            if call.model is None:
+                raise GatewayError(400, errors.NO_MODEL)
+            try:
+                upstream_body = target.adapter.build(call, target.cfg.options)
+            except TransformError:
+                # This target's dialect cannot carry the request; another one may.
+                untransformable = errors.transforming_to(call.route_type, target.adapter.format)
+                pool.remove(state)
+                continue
+            target.inject_body_auth(upstream_body, call.body)
+            att.count += 1
+            att.tried.append(target)
+            ctx.tried.append(state)
+            att.last_target = target
+            result = await self._try(request, route, target, call, upstream_body, att)
+            if isinstance(result, web.StreamResponse):
+                return result
+            att.last_failure = result
+            if att.count > bal_cfg.retries or not _retryable(result, criteria):
+                break
+        return self._give_up(route, att, untransformable)
+
+    def _give_up(self, route: Route, att: Attempt, untransformable: str | None) -> web.Response:
+        failure, target = att.last_failure, att.last_target
+        if failure is None or target is None:
+            if untransformable is not None:
+                raise GatewayError(400, untransformable)
+            raise GatewayError(503, errors.no_healthy_targets(route.name), {"Retry-After": str(1)})
+        if failure.status is not None and att.passthrough is not None:
+            return att.passthrough
+        if failure.is_timeout:
+            message = errors.upstream_timed_out(target.name)
+            status = 504
+        elif failure.reason == "invalid" and failure.detail.startswith("transformation"):
+            message, status = failure.detail, 500
+        else:
+            message, status = errors.upstream_unavailable(target.name), 502
+        return error_response(status, message, self._gateway_headers(att, target))
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def _try(
+        self,
+        request: web.Request,
+        route: Route,
+        target: Target,
+        call: Call,
+        upstream_body: dict[str, Any],
+        att: Attempt,
+    ) -> web.StreamResponse | Failure:
+        state = target.state
+        state.in_flight += 1
+        state.requests += 1
+        att.sent_at = self.clock()
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            resp = await self.session.post(
+                target.upstream_url(request.query),
+                data=dumps(upstream_body),
+                headers=target.upstream_headers(request.headers),
+                timeout=route.timeout,
+            )
+            att.headers_at = self.clock()
+            if resp.status != 200:
+                return await self._non_200(route, target, resp, att)
+            if call.stream:
+                return await self._stream(request, route, target, call, resp, att)
+            data = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return self._failed(route, target, classify(exc))
+        except StreamFailure as exc:
+            return self._failed(route, target, exc.failure)
+        finally:
+            state.in_flight -= 1
+            if resp is not None:
+                resp.release()  # back to the pool if fully read, closed otherwise
+        try:
+            parsed = target.adapter.parse(call, target.cfg.options, data)
+        except ResponseError as exc:
+            text = errors.transformation_failed(call.route_type, str(exc))
+            return self._failed(route, target, Failure("invalid_header", "invalid", text))
+        done = self.clock()
+        u = parsed.usage
+        route.balancer.report(
+            state,
+            Outcome(
+                ok=True,
+                latency=done - att.sent_at,
+                ttft=done - att.sent_at,
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+            ),
+        )
+        return web.Response(
+            body=parsed.body,
+            content_type="application/json",
+            headers=self._success_headers(route, att, target, call),
+        )
+
+    async def _non_200(
+        self, route: Route, target: Target, resp: aiohttp.ClientResponse, att: Attempt
+    ) -> web.Response | Failure:
+        """Upstream non-200: passed through unchanged, unless failover applies and another
+        target is left (then the pass-through is kept in case none answers better)."""
+        data = await resp.read()
+        headers = {k: resp.headers[k] for k in _PASSTHROUGH_HEADERS if k in resp.headers}
+        headers.update(self._gateway_headers(att, target))
+        answer = web.Response(status=resp.status, body=data, headers=headers)
+        criterion = f"http_{resp.status}"
+        failure = Failure(
+            criterion, "status", f"upstream answered {resp.status}", status=resp.status
+        )
+        self._failed(route, target, failure)
+        if criterion in route.cfg.balancer.failover_criteria:
+            att.passthrough = answer
+            return failure
+        return answer
+
+    def _failed(self, route: Route, target: Target, failure: Failure) -> Failure:
+        target.state.failures += 1
+        route.balancer.report(
+            target.state, Outcome(ok=False, failure=failure.reason, status=failure.status)
+        )
+        return failure
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _stream(
+        self,
+        request: web.Request,
+        route: Route,
+        target: Target,
+        call: Call,
+        resp: aiohttp.ClientResponse,
+        att: Attempt,
+    ) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self.streams.add(task)
+        result = StreamResult()
+        try:
+            return await relay_stream(
+                request,
+                resp,
+                target.adapter.decoder(call, target.cfg.options),
+                self._success_headers(route, att, target, call),
+                lambda: self.closing,
+                self.clock,
+                result,
+            )
+        finally:
+            self.streams.discard(task)
+            if result.response is not None:  # committed: this target answered
+                done = self.clock()
+                u = result.usage
+                route.balancer.report(
+                    target.state,
+                    Outcome(
+                        ok=result.error is None and not result.cancelled,
+                        latency=done - att.sent_at,
+                        ttft=result.first_event_at - att.sent_at,
+                        prompt_tokens=u.prompt_tokens if u else 0,
+                        completion_tokens=u.completion_tokens if u else 0,
+                        failure="midstream" if result.error is not None else None,
+                    ),
+                )
+
+    # ------------------------------------------------------------------ headers
+
+    def _gateway_headers(self, att: Attempt, target: Target) -> dict[str, str]:
+        return {"X-Gateway-Target": target.name, "X-Gateway-Attempts": str(att.count)}
+
+    def _success_headers(
+        self, route: Route, att: Attempt, target: Target, call: Call
+    ) -> dict[str, str]:
+        headers = {
+            "X-Kong-Upstream-Latency": str(int((att.headers_at - att.sent_at) * 1000)),
+            "X-Kong-Proxy-Latency": str(int((att.sent_at - att.started) * 1000)),
+            "X-Gateway-Target": target.name,
+            "X-Gateway-Attempts": str(att.count),
+        }
+        if route.cfg.model_name_header:
+            headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
+        return headers
+
+
+def _retryable(failure: Failure, criteria: tuple[str, ...]) -> bool:
+    if failure.criterion not in criteria:
+        return False
+    # A read timeout after the request went out may still be generating upstream:
+    # only retried when the operator accepts duplicate work (SPEC §6.2).
+    return not failure.read_timeout or "non_idempotent" in criteria
+
+
+def _parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
+    """SPEC §3.1 steps 2–3, whatever the Content-Type (Kong#14536)."""
+    try:
+        body = loads(raw) if raw else None
+    except JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise GatewayError(400, errors.NO_PROMPTS)
+    messages = body.get("messages")
+    has_messages = isinstance(messages, list) and len(messages) > 0
+    has_prompt = isinstance(body.get("prompt"), str)
+    if not has_messages and not has_prompt:
+        raise GatewayError(400, errors.NO_PROMPTS)
+    if has_messages and has_prompt:
+        raise GatewayError(400, errors.MULTIPLE_FORMATS)
+    if has_messages and route_type == COMPLETIONS:
+        raise GatewayError(400, errors.incompatible_format(CHAT, COMPLETIONS))
+    if has_prompt and route_type == CHAT:
+        raise GatewayError(400, errors.incompatible_format(COMPLETIONS, CHAT))
+    return body

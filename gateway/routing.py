@@ -1,0 +1,193 @@
+"""Runtime form of the config: everything a request needs, computed once at startup.
+
+The hot path only does dict lookups and attribute reads on these objects; no YAML
+dicts, no URL parsing, no string building that could be done in advance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from balancers import Balancer, TargetState, make_balancer
+from balancers.base import Clock
+
+from . import errors
+from .adapters import get_adapter
+from .adapters.base import Adapter
+from .config import RouteConfig, TargetConfig
+from .upstream import client_timeout
+
+# Never forwarded to an upstream (SPEC §3.5): hop-by-hop headers, Host and
+# Content-Length (recomputed), Accept-Encoding (we ask for identity).
+_NOT_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "accept-encoding",
+        "expect",
+    }
+)
+
+
+@dataclass(eq=False, slots=True)
+class Target:
+    cfg: TargetConfig
+    state: TargetState
+    adapter: Adapter
+    url: URL
+    drop_headers: frozenset[str]  # lower-cased client header names we do not forward
+    model_header: str | None  # X-Kong-LLM-Model value when the model name is fixed
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def upstream_headers(self, client_headers: Any) -> dict[str, str]:
+        """Client headers minus the ones we must not forward, plus our auth header."""
+        drop = self.drop_headers
+        out = {k: v for k, v in client_headers.items() if k.lower() not in drop}
+        out["Content-Type"] = "application/json"
+        out["Accept-Encoding"] = "identity"
+        auth = self.cfg.auth
+        if auth.header_name is not None and (
+            not auth.allow_override or auth.header_name not in client_headers
+        ):
+            out[auth.header_name] = auth.header_value  # type: ignore[assignment]
+        return out
+
+    def upstream_url(self, client_query: Any) -> URL:
+        auth = self.cfg.auth
+        query_auth = auth.param_location == "query"
+        if not client_query and not query_auth:
+            return self.url
+        query: dict[str, Any] = dict(self.url.query)
+        query.update(client_query)
+        if query_auth and (not auth.allow_override or auth.param_name not in client_query):
+            query[auth.param_name] = auth.param_value  # type: ignore[index]
+        return self.url.with_query(query)
+
+    def inject_body_auth(self, upstream_body: dict[str, Any], client_body: dict[str, Any]) -> None:
+        auth = self.cfg.auth
+        if auth.param_location != "body":
+            return
+        name = auth.param_name
+        if auth.allow_override and name in client_body:
+            upstream_body[name] = client_body[name]  # type: ignore[index]
+        else:
+            upstream_body[name] = auth.param_value  # type: ignore[index]
+
+
+def _make_target(cfg: TargetConfig, index: int) -> Target:
+    drop = set(_NOT_FORWARDED)
+    if cfg.auth.header_name is not None and not cfg.auth.allow_override:
+        drop.add(cfg.auth.header_name.lower())
+    return Target(
+        cfg=cfg,
+        state=TargetState(index=index, name=cfg.name, weight=cfg.weight),
+        adapter=get_adapter(cfg.options.llama2_format),
+        url=URL(cfg.options.upstream_url.url),
+        drop_headers=frozenset(drop),
+        model_header=f"llama2/{cfg.model.name}" if cfg.model.name else None,
+    )
+
+
+@dataclass(eq=False, slots=True)
+class Route:
+    cfg: RouteConfig
+    targets: list[Target]
+    balancer: Balancer
+    timeout: aiohttp.ClientTimeout
+    secrets: tuple[str, ...]
+    # Model-based candidate sets (SPEC §3.3), as balancer states.
+    by_alias: dict[str, list[TargetState]] = field(default_factory=dict)
+    by_name: dict[str, list[TargetState]] = field(default_factory=dict)
+    unnamed: list[TargetState] = field(default_factory=list)
+    default: list[TargetState] = field(default_factory=list)
+    own_model_error: str = ""
+    default_needs_client_model: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def candidates(self, model: Any) -> list[TargetState]:
+        """Targets allowed for the client's `model` value; raises GatewayError(400)."""
+        if model is None or model == "":
+            if self.default_needs_client_model:
+                raise errors.GatewayError(400, errors.NO_MODEL)
+            return self.default
+        if isinstance(model, str):
+            found = self.by_alias.get(model) or self.by_name.get(model) or self.unnamed
+        else:
+            found = []  # a non-string model can match no name and cannot be sent upstream
+        if not found:
+            raise errors.GatewayError(400, self.own_model_error or errors.NO_MODEL)
+        return found
+
+
+def build_route(cfg: RouteConfig, clock: Clock) -> Route:
+    targets = [_make_target(t, i) for i, t in enumerate(cfg.targets)]
+    states = [t.state for t in targets]
+    route = Route(
+        cfg=cfg,
+        targets=targets,
+        balancer=make_balancer(cfg.balancer.algorithm, states, clock),
+        timeout=client_timeout(cfg.balancer),
+        secrets=cfg.secrets(),
+    )
+    names: set[str] = set()
+    for t in targets:
+        m = t.cfg.model
+        if m.model_alias:
+            route.by_alias.setdefault(m.model_alias, []).append(t.state)
+            names.add(m.model_alias)
+        if m.name:
+            route.by_name.setdefault(m.name, []).append(t.state)
+            names.add(m.name)
+        else:
+            route.unnamed.append(t.state)
+    named = [t.state for t in targets if t.cfg.model.name]
+    route.default = named or states
+    route.default_needs_client_model = not named
+    if names:
+        route.own_model_error = errors.own_model(sorted(names))
+    return route
+
+
+class Router:
+    """Path → Route: exact paths by dict, `~regex` paths in config order."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = list(routes)
+        self.exact: dict[str, Route] = {}
+        self.patterns: list[tuple[re.Pattern[str], Route]] = []
+        for r in routes:
+            for p in r.cfg.paths:
+                if p.startswith("~"):
+                    self.patterns.append((re.compile(p[1:]), r))
+                else:
+                    self.exact[p] = r
+
+    def match(self, path: str) -> Route | None:
+        route = self.exact.get(path)
+        if route is None:
+            for pattern, r in self.patterns:
+                if pattern.match(path):
+                    return r
+        return route

@@ -1,0 +1,178 @@
+"""The two listeners and the process lifecycle (SPEC §2).
+
+Proxy listener: every route path → the shared `Gateway` handler. Status listener:
+/healthz, /readyz (and later /metrics, /status). Shutdown drains: readiness goes 503,
+the proxy stops accepting, in-flight requests and streams get `drain_timeout` seconds,
+then remaining streams end with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from . import errors
+from .config import Config
+from .errors import error_response
+from .jsonutil import dumps
+from .pipeline import Gateway
+from .routing import Router, build_route
+from .upstream import make_session
+
+log = logging.getLogger("llama_gateway")
+
+_JSON = "application/json"
+
+
+class GatewayServer:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.ready = False
+        self.draining = False
+        self.router = Router([build_route(r, clock) for r in config.routes])
+        self.gateway: Gateway | None = None
+        self._proxy_runner: web.AppRunner | None = None
+        self._status_runner: web.AppRunner | None = None
+        self.port = 0
+        self.status_port = 0
+
+    # ------------------------------------------------------------------ apps
+
+    def proxy_app(self) -> web.Application:
+        limits = [r.cfg.max_request_body_size for r in self.router.routes]
+        # The per-route limit is checked in the pipeline; aiohttp's cap only needs to
+        # admit the largest one (0 = unlimited anywhere disables it).
+        app = web.Application(client_max_size=0 if 0 in limits else max(limits) + 1)
+        app.router.add_route("*", "/{tail:.*}", self._proxy)
+        return app
+
+    def status_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        route = self.router.match(request.path)
+        if route is None:
+            return error_response(404, errors.NO_ROUTE)
+        assert self.gateway is not None
+        return await self.gateway.handle(request, route)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.Response(body=b'{"status":"ready"}', content_type=_JSON)
+        state = "draining" if self.draining else "starting"
+        return web.Response(status=503, body=dumps({"status": state}), content_type=_JSON)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(
+        self, host: str | None = None, port: int | None = None, status_port: int | None = None
+    ) -> None:
+        s = self.config.server
+        self.gateway = Gateway(make_session(), clock=self.clock)
+        self._status_runner = web.AppRunner(self.status_app(), access_log=None)
+        await self._status_runner.setup()
+        status_site = web.TCPSite(
+            self._status_runner,
+            s.status_host,
+            s.status_port if status_port is None else status_port,
+        )
+        await status_site.start()
+        self.status_port = _bound_port(status_site)
+        self._proxy_runner = web.AppRunner(
+            self.proxy_app(),
+            access_log=None,  # per-request logging is the access log's job (opt-in per route)
+            handler_cancellation=True,  # a client disconnect cancels the upstream call
+            shutdown_timeout=1.0,
+        )
+        await self._proxy_runner.setup()
+        proxy_site = web.TCPSite(
+            self._proxy_runner, host or s.host, s.port if port is None else port, backlog=1024
+        )
+        await proxy_site.start()
+        self.port = _bound_port(proxy_site)
+        self.ready = True
+
+    async def drain(self, timeout: float | None = None, force: asyncio.Event | None = None) -> None:
+        """Graceful stop: no new connections, let work finish, then end what is left."""
+        assert self.gateway is not None and self._proxy_runner is not None
+        gw = self.gateway
+        self.ready = False
+        self.draining = True
+        for site in list(self._proxy_runner.sites):
+            await site.stop()
+        server = self._proxy_runner.server
+        if server is not None:
+            server.pre_shutdown()  # close idle keep-alive connections now
+        deadline = self.clock() + (self.config.server.drain_timeout if timeout is None else timeout)
+        while gw.in_flight and self.clock() < deadline and not (force and force.is_set()):
+            await asyncio.sleep(0.05)
+        if gw.streams:
+            log.warning("drain time over: ending %d open stream(s)", len(gw.streams))
+            gw.closing = True
+            for task in list(gw.streams):
+                task.cancel()
+            for _ in range(40):
+                if not gw.streams:
+                    break
+                await asyncio.sleep(0.05)
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._proxy_runner is not None:
+            await self._proxy_runner.cleanup()
+            self._proxy_runner = None
+        if self.gateway is not None:
+            await self.gateway.session.close()
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
+            self._status_runner = None
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp exposes no public accessor for the bound socket
+    assert server is not None
+    return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+
+async def run_until_signalled(
+    server: GatewayServer, started: Callable[[], None] | None = None
+) -> None:
+    """Run `server` until SIGTERM/SIGINT, then drain. A second signal cuts the drain short.
+
+    Handlers are installed explicitly: a process started in the background by a shell
+    inherits SIGINT as ignored, and asyncio's default would leave it so.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    force = asyncio.Event()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.warning("%s again: stopping now", signame)
+            force.set()
+        else:
+            log.info("%s: draining (up to %ss)", signame, server.config.server.drain_timeout)
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        if started is not None:
+            started()
+        await stop.wait()
+        await server.drain(force=force)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
