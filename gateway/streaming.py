@@ -59,8 +59,9 @@ async def _first_events(content: aiohttp.StreamReader, decoder: StreamDecoder) -
                 break
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise StreamFailure(classify(exc)) from None
-    if decoder.error is not None:
-        # An error before any token (e.g. Ollama's out-of-memory line) is a failed attempt.
+    if decoder.error is not None and len(events) <= 1:
+        # An error before any token (e.g. Ollama's out-of-memory line) is a failed attempt;
+        # the decoder's one error event is then all there is.
         raise StreamFailure(Failure("error", "midstream", decoder.error))
     return events
 

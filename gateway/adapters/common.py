@@ -1,0 +1,323 @@
+"""Helpers the adapters share: tuning (SPEC §3.4), message text, OpenAI response and
+chunk shapes, token estimates, and the decoder base for the dialects we translate (§5).
+
+Streaming is the hot path: a `ChunkWriter` serialises the parts of a chunk that never
+change (id, object, created, model) once per stream, so each relayed token costs one
+`dumps` of its text and two byte concatenations.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from ..config import CHAT, ModelOptions
+from ..jsonutil import dumps
+from .base import Call, StreamDecoder, TransformError, Usage
+
+DONE = b"data: [DONE]\n\n"
+CLOSED_EARLY = "upstream closed the stream before it finished"
+TUNING_KEYS = ("max_tokens", "temperature", "top_p", "top_k")
+
+
+def tuning(body: dict[str, Any], opts: ModelOptions) -> dict[str, Any]:
+    """SPEC §3.4: the configured value wins when set, else the request's; only set keys
+    (a client `null` counts as unset), in the order max_tokens, temperature, top_p, top_k."""
+    out: dict[str, Any] = {}
+    for key in TUNING_KEYS:
+        value = getattr(opts, key)
+        if value is None:
+            value = body.get(key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def sampling_extras(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI sampling keys the self-hosted servers also understand: `stop` (a string
+    becomes a one-element list), `seed`, `frequency_penalty`, `presence_penalty`."""
+    out: dict[str, Any] = {}
+    stop = body.get("stop")
+    if stop is not None:
+        out["stop"] = [stop] if isinstance(stop, str) else stop
+    for key in ("seed", "frequency_penalty", "presence_penalty"):
+        value = body.get(key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def content_text(content: Any, where: str = "message") -> str:
+    """A message `content`: a string, or a list of `{"type":"text","text":…}` parts
+    joined with "\\n". Anything else cannot be expressed as text (→ TransformError)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise TransformError(f"{where}: only text content parts are supported")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise TransformError(f"{where}: content must be a string or a list of text parts")
+
+
+def estimate_tokens(text: str) -> int:
+    """About 4 characters per token (rounded up)."""
+    return (len(text) + 3) // 4
+
+
+def estimate_prompt_tokens(call: Call) -> int:
+    """Prompt tokens counted by us from the client request (for upstreams that report none)."""
+    body = call.body
+    if call.route_type != CHAT:
+        prompt = body.get("prompt")
+        return estimate_tokens(prompt) if isinstance(prompt, str) else 0
+    chars = 0
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        chars += len(part["text"])
+    return (chars + 3) // 4
+
+
+def estimated_usage(call: Call, completion_chars: int) -> Usage:
+    prompt = estimate_prompt_tokens(call)
+    completion = (completion_chars + 3) // 4
+    return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+def make_usage(prompt: Any, completion: Any, total: Any = None, estimated: bool = False) -> Usage:
+    """Usage from upstream counters; missing or non-integer counters count as 0 and a
+    missing total is the sum (a reported total is kept as given)."""
+    p = prompt if isinstance(prompt, int) else 0
+    c = completion if isinstance(completion, int) else 0
+    t = total if isinstance(total, int) else p + c
+    return Usage(p, c, t, estimated)
+
+
+def usage_from_openai(obj: Any) -> Usage | None:
+    """An OpenAI `usage` object → Usage, or None when it is not an object."""
+    if not isinstance(obj, dict):
+        return None
+    return make_usage(
+        obj.get("prompt_tokens"), obj.get("completion_tokens"), obj.get("total_tokens")
+    )
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+# ------------------------------------------------------------------ client events
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + dumps(obj) + b"\n\n"
+
+
+def error_event(message: str) -> bytes:
+    return b'data: {"error":{"message":' + dumps(message) + b"}}\n\n"
+
+
+# ------------------------------------------------------------------ non-stream bodies
+
+
+def chat_response(
+    call: Call, model: str | None, message: dict[str, Any], finish_reason: str, usage: Usage
+) -> bytes:
+    return dumps(
+        {
+            "id": call.id,
+            "object": "chat.completion",
+            "created": call.created,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+            "usage": usage_dict(usage),
+        }
+    )
+
+
+def text_response(
+    call: Call, model: str | None, text: str, finish_reason: str, usage: Usage
+) -> bytes:
+    return dumps(
+        {
+            "id": call.id,
+            "object": "text_completion",
+            "created": call.created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason}],
+            "usage": usage_dict(usage),
+        }
+    )
+
+
+def completion_response(
+    call: Call, model: str | None, text: str, finish_reason: str, usage: Usage
+) -> bytes:
+    """The client body for generated plain text: chat or completions by route type."""
+    if call.route_type == CHAT:
+        message = {"role": "assistant", "content": text}
+        return chat_response(call, model, message, finish_reason, usage)
+    return text_response(call, model, text, finish_reason, usage)
+
+
+# ------------------------------------------------------------------ stream chunks
+
+
+class ChunkWriter:
+    """OpenAI stream chunks for one response, as complete `data: …\\n\\n` events.
+
+    Chat: `{"id","object":"chat.completion.chunk","created","model","choices":[{"index":0,
+    "delta":{…},"finish_reason":…}]}`; completions: `object: "text_completion"` and
+    `choices[0].text`. The constant head is serialised once.
+    """
+
+    __slots__ = ("_chat", "_head", "_text_post", "_text_pre")
+
+    def __init__(self, call: Call, model: str | None) -> None:
+        self._chat = call.route_type == CHAT
+        head = {
+            "id": call.id,
+            "object": "chat.completion.chunk" if self._chat else "text_completion",
+            "created": call.created,
+            "model": model,
+        }
+        self._head = b"data: " + dumps(head)[:-1] + b',"choices":'
+        if self._chat:
+            self._text_pre = self._head + b'[{"index":0,"delta":{"content":'
+            self._text_post = b'},"finish_reason":null}]}\n\n'
+        else:
+            self._text_pre = self._head + b'[{"index":0,"text":'
+            self._text_post = b',"finish_reason":null}]}\n\n'
+
+    def text(self, text: str) -> bytes:
+        return self._text_pre + dumps(text) + self._text_post
+
+    def delta(self, delta: dict[str, Any]) -> bytes:
+        """A chat chunk with an arbitrary delta (first chunk with role, tool calls)."""
+        return self._head + b'[{"index":0,"delta":' + dumps(delta) + b',"finish_reason":null}]}\n\n'
+
+    def final(self, finish_reason: str) -> bytes:
+        reason = dumps(finish_reason)
+        if self._chat:
+            return self._head + b'[{"index":0,"delta":{},"finish_reason":' + reason + b"}]}\n\n"
+        return self._head + b'[{"index":0,"text":"","finish_reason":' + reason + b"}]}\n\n"
+
+    def usage(self, usage: Usage) -> bytes:
+        return self._head + b'[],"usage":' + dumps(usage_dict(usage)) + b"}\n\n"
+
+
+class TranslatingDecoder(StreamDecoder):
+    """Base of the decoders that turn a non-OpenAI stream into OpenAI chunks.
+
+    Subclasses split frames (NDJSON or SSE) and call `_text`, `_delta`, `_final` and
+    `_fail` from `_frame`. This class keeps the order of §5: the first chat chunk carries
+    `"role":"assistant"`; the end is the final chunk (`delta: {}` + finish_reason), the
+    usage chunk when the client asked for it, then [DONE]; an error is one error event
+    and nothing after it.
+    """
+
+    def __init__(self, call: Call, splitter: Any) -> None:
+        super().__init__()
+        self.call = call
+        self._split = splitter
+        self._chat = call.route_type == CHAT
+        self._writer: ChunkWriter | None = None
+        self._closed = False
+
+    @abstractmethod
+    def _frame(self, frame: bytes, out: list[bytes]) -> None:
+        """One complete upstream frame → zero or more client events appended to out."""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._closed:
+            return []
+        out: list[bytes] = []
+        for frame in self._split.feed(data):
+            self._frame(frame, out)
+            if self._closed:
+                break
+        return out
+
+    def finish(self) -> list[bytes]:
+        if self._closed:
+            return []
+        out: list[bytes] = []
+        for frame in self._split.flush():
+            self._frame(frame, out)
+            if self._closed:
+                return out
+        self._fail(CLOSED_EARLY, out)
+        return out
+
+    # -------------------------------------------------------------- for subclasses
+
+    def _writer_now(self) -> ChunkWriter:
+        """Made at the first client event, when the upstream model (used only when the
+        effective name is unknown) may have been seen."""
+        self._writer = w = ChunkWriter(self.call, self.call.model or self.model)
+        return w
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        w = self._writer
+        if w is None:
+            w = self._writer_now()
+            if self._chat:  # the first chat chunk carries the role, even with no text
+                out.append(w.delta({"role": "assistant", "content": text}))
+                self.completion_text_len += len(text)
+                return
+        if text:
+            out.append(w.text(text))
+            self.completion_text_len += len(text)
+
+    def _delta(self, delta: dict[str, Any], out: list[bytes]) -> None:
+        """A chat delta other than plain text (tool calls)."""
+        w = self._writer
+        if w is None:
+            w = self._writer_now()
+            delta = {"role": "assistant", **delta}
+        out.append(w.delta(delta))
+
+    def _final(self, finish_reason: str, usage: Usage, out: list[bytes]) -> None:
+        if self._writer is None:
+            self._text("", out)
+        w = self._writer
+        assert w is not None
+        out.append(w.final(finish_reason))
+        if self.call.include_usage:
+            out.append(w.usage(usage))
+        out.append(DONE)
+        self.usage = usage
+        self.done = self._closed = True
+
+    def _fail(self, message: str, out: list[bytes]) -> None:
+        out.append(error_event(message))
+        self.error = message
+        self._closed = True
+
+    def _estimated_usage(self) -> Usage:
+        return estimated_usage(self.call, self.completion_text_len)
+
+
+def error_message(err: Any) -> str:
+    """The text of an in-band error: `"…"`, `{"message": "…"}` or anything else."""
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    return dumps(err).decode()

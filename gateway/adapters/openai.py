@@ -1,0 +1,160 @@
+"""`llama2_format: openai` — an OpenAI-compatible upstream (SPEC §4.3, §5).
+
+Nothing is translated: the request is the client's with the gateway's tuning and model,
+the answer is passed through byte for byte and streams event by event. Usage for the
+metrics is read on the way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import CHAT, ModelOptions
+from ..framing import SSESplitter
+from ..jsonutil import JSONDecodeError, loads
+from .base import Adapter, Call, Parsed, ResponseError, StreamDecoder, Usage
+from .common import (
+    CLOSED_EARLY,
+    DONE,
+    error_event,
+    error_message,
+    estimated_usage,
+    tuning,
+    usage_from_openai,
+)
+
+
+class OpenAIAdapter(Adapter):
+    format = "openai"
+
+    def build(self, call: Call, opts: ModelOptions) -> dict[str, Any]:
+        out = dict(call.body)
+        out.update(tuning(call.body, opts))
+        out.pop("top_k", None)  # not an OpenAI parameter
+        if call.model is not None:
+            out["model"] = call.model
+        out["stream"] = call.stream
+        return out
+
+    def parse(self, call: Call, opts: ModelOptions, body: bytes) -> Parsed:
+        try:
+            obj = loads(body)
+        except JSONDecodeError:
+            raise ResponseError(f"failed to decode {call.route_type} response") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
+            raise ResponseError(f"'choices' not in {call.route_type} response")
+        usage = usage_from_openai(obj.get("usage"))
+        if usage is None:
+            usage = estimated_usage(call, _choice_text_len(obj["choices"]))
+        model = obj.get("model")
+        return Parsed(body, usage, model if isinstance(model, str) else None)
+
+    def decoder(self, call: Call, opts: ModelOptions) -> OpenAIDecoder:
+        return OpenAIDecoder(call)
+
+
+def _choice_text_len(choices: list[Any]) -> int:
+    n = 0
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        text = choice.get("text")
+        if not isinstance(text, str):
+            message = choice.get("message") or choice.get("delta")
+            text = message.get("content") if isinstance(message, dict) else None
+        if isinstance(text, str):
+            n += len(text)
+    return n
+
+
+class OpenAIDecoder(StreamDecoder):
+    """Relays each upstream event unchanged (`data: <payload>\\n\\n`), [DONE] included.
+
+    On the way it reads `usage` (any chunk where it is not null), the generated text
+    length (for estimates), and whether a `finish_reason` arrived: an upstream that
+    closes after its last chunk without [DONE] still ends cleanly; one that closes
+    before any finish_reason ends with the error event.
+    """
+
+    def __init__(self, call: Call) -> None:
+        super().__init__()
+        self.call = call
+        self._chat = call.route_type == CHAT
+        self._split = SSESplitter()
+        self._closed = False
+        self._finished = False
+        self._reported: Usage | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._closed:
+            return []
+        out: list[bytes] = []
+        for payload in self._split.feed(data):
+            self._event(payload, out)
+            if self._closed:
+                break
+        return out
+
+    def finish(self) -> list[bytes]:
+        if self._closed:
+            return []
+        out: list[bytes] = []
+        for payload in self._split.flush():
+            self._event(payload, out)
+            if self._closed:
+                return out
+        if self._finished:
+            out.append(DONE)
+            self._end()
+        else:
+            out.append(error_event(CLOSED_EARLY))
+            self.error = CLOSED_EARLY
+            self._closed = True
+        return out
+
+    def _event(self, payload: bytes, out: list[bytes]) -> None:
+        if payload == b"[DONE]":
+            out.append(DONE)
+            self._end()
+            return
+        try:
+            obj = loads(payload)
+        except JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            if "error" in obj and not obj.get("choices"):
+                message = error_message(obj["error"])
+                out.append(error_event(message))
+                self.error = message
+                self._closed = True
+                return
+            self._read(obj)
+        if b"\n" in payload:  # a multi-line data field stays multi-line
+            payload = payload.replace(b"\n", b"\ndata: ")
+        out.append(b"data: " + payload + b"\n\n")
+
+    def _read(self, obj: dict[str, Any]) -> None:
+        if self.model is None and isinstance(obj.get("model"), str):
+            self.model = obj["model"]
+        usage = obj.get("usage")
+        if usage is not None:
+            self._reported = usage_from_openai(usage) or self._reported
+        choices = obj.get("choices")
+        if not choices or not isinstance(choices, list):
+            return
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason") is not None:
+                self._finished = True
+            if self._chat:
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else None
+            else:
+                text = choice.get("text")
+            if isinstance(text, str):
+                self.completion_text_len += len(text)
+
+    def _end(self) -> None:
+        self.done = self._closed = True
+        self.usage = self._reported or estimated_usage(self.call, self.completion_text_len)

@@ -1,0 +1,333 @@
+"""`llama2_format: raw` — a prompt string for a text-generation server (SPEC §4.2, §5).
+
+Two flavours (`model.options.raw_flavor`): `hf` (HF Inference API / TGI, Kong's raw
+format) and `llamacpp` (llama.cpp's native `/completion`). Two chat templates
+(`model.options.chat_template`): `llama2` (Meta's Llama-2 chat format) and `kong`
+(Kong's own builder, byte for byte).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import CHAT, ModelOptions
+from ..framing import SSESplitter
+from ..jsonutil import JSONDecodeError, loads
+from .base import Adapter, Call, Parsed, ResponseError, TransformError, Usage
+from .common import (
+    TranslatingDecoder,
+    completion_response,
+    content_text,
+    error_message,
+    estimate_prompt_tokens,
+    make_usage,
+    sampling_extras,
+    tuning,
+    usage_from_openai,
+)
+
+KONG_COMPLETIONS = "<s> [INST] <<SYS>> You are a helpful assistant. <<SYS>> {} [/INST]"
+
+# ------------------------------------------------------------------ prompt templates
+
+
+def llama2_prompt(messages: list[Any]) -> str:
+    """Meta's Llama-2 chat format: `<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{u1} [/INST]
+    {a1} </s><s>[INST] {u2} [/INST]`. Every system message goes (joined with "\\n") into
+    the one system block; consecutive turns of one role are joined with "\\n"; the
+    conversation starts with a user turn; a last assistant turn is a prefill."""
+    systems: list[str] = []
+    turns: list[list[str]] = []  # alternating user / assistant texts
+    roles: list[str] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TransformError(f"{where}: not an object")
+        role = message.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise TransformError(f"{where}: role {role!r} is not supported by the llama2 template")
+        text = content_text(message.get("content"), where).strip()
+        if role == "system":
+            systems.append(text)
+        elif roles and roles[-1] == role:
+            turns[-1].append(text)
+        elif not roles and role != "user":
+            raise TransformError(f"{where}: the conversation must start with a user message")
+        else:
+            roles.append(role)
+            turns.append([text])
+    if not turns:
+        raise TransformError("messages: no user message")
+    texts = ["\n".join(t) for t in turns]
+    if systems:
+        texts[0] = "<<SYS>>\n" + "\n".join(systems) + "\n<</SYS>>\n\n" + texts[0]
+    prefill = texts.pop() if len(texts) % 2 == 0 else None
+    parts = []
+    for i in range(0, len(texts) - 1, 2):
+        parts.append(f"<s>[INST] {texts[i]} [/INST] {texts[i + 1]} </s>")
+    parts.append(f"<s>[INST] {texts[-1]} [/INST]")
+    if prefill:
+        parts.append(" " + prefill)
+    return "".join(parts)
+
+
+def kong_prompt(messages: list[Any]) -> str:
+    """Kong's builder (kong/llm/drivers/llama2.lua): by position, whatever the role —
+    message 1 → `<s>[INST] <<SYS>> {c} <</SYS>>`, message 2 → ` {c} [/INST]`; after that
+    `system` → ` {c} </s>`, `user` → ` <s>[INST] {c} [/INST]`, other roles dropped."""
+    parts = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TransformError(f"{where}: not an object")
+        role = message.get("role")
+        if i > 1 and role not in ("system", "user"):
+            continue
+        text = content_text(message.get("content"), where)
+        if i == 0:
+            parts.append(f"<s>[INST] <<SYS>> {text} <</SYS>>")
+        elif i == 1:
+            parts.append(f" {text} [/INST]")
+        elif role == "system":
+            parts.append(f" {text} </s>")
+        else:
+            parts.append(f" <s>[INST] {text} [/INST]")
+    return "".join(parts)
+
+
+def build_prompt(call: Call, opts: ModelOptions) -> str:
+    kong = opts.chat_template == "kong"
+    if call.route_type == CHAT:
+        messages = call.body.get("messages")
+        if not isinstance(messages, list):
+            raise TransformError("messages: not a list")
+        prompt = kong_prompt(messages) if kong else llama2_prompt(messages)
+    else:
+        prompt = call.body.get("prompt")
+        if not isinstance(prompt, str):
+            raise TransformError("prompt: not a string")
+        if not kong:
+            return prompt  # a completions prompt is the client's, as given
+        prompt = KONG_COMPLETIONS.format(prompt)
+    if opts.raw_flavor == "llamacpp" and prompt.startswith("<s>"):
+        prompt = prompt[3:]  # llama.cpp adds BOS itself
+    return prompt
+
+
+# ------------------------------------------------------------------ requests
+
+
+def _hf_request(call: Call, opts: ModelOptions, prompt: str) -> dict[str, Any]:
+    t = tuning(call.body, opts)
+    params: dict[str, Any] = {}
+    if "max_tokens" in t:
+        params["max_new_tokens"] = t["max_tokens"]
+    # TGI rejects temperature <= 0, top_p >= 1 and top_k <= 0 (422); each of those
+    # values means "this filter off", which is what omitting the key gives.
+    temperature, top_p, top_k = t.get("temperature"), t.get("top_p"), t.get("top_k")
+    if temperature is not None and temperature > 0:
+        params["temperature"] = temperature
+    if top_p is not None and top_p < 1:
+        params["top_p"] = top_p
+    if top_k is not None and top_k > 0:
+        params["top_k"] = top_k
+    extras = sampling_extras(call.body)
+    for key in ("stop", "seed", "frequency_penalty"):
+        if key in extras:
+            params[key] = extras[key]
+    params["stream"] = call.stream
+    out: dict[str, Any] = {"inputs": prompt, "parameters": params}
+    if call.stream:
+        out["stream"] = True  # TGI's `/` route reads the top-level flag
+    return out
+
+
+def _llamacpp_request(call: Call, opts: ModelOptions, prompt: str) -> dict[str, Any]:
+    t = tuning(call.body, opts)
+    out: dict[str, Any] = {"prompt": prompt}
+    if "max_tokens" in t:
+        out["n_predict"] = t.pop("max_tokens")
+    out.update(t)
+    out.update(sampling_extras(call.body))
+    out["stream"] = call.stream
+    out["cache_prompt"] = True
+    return out
+
+
+# ------------------------------------------------------------------ responses
+
+
+def _after_inst(text: str) -> str:
+    """HF's API may echo the prompt: keep what follows the last `[/INST]`, stripped."""
+    cut = text.rfind("[/INST]")
+    if cut >= 0:
+        text = text[cut + 7 :]
+    return text.strip()
+
+
+def _parse_hf(call: Call, obj: Any) -> tuple[str, str, Usage]:
+    item: Any = obj
+    if isinstance(obj, dict) and "data" in obj:
+        item = obj["data"]
+    if isinstance(item, list):
+        if not item:  # several sequences: the first one answers
+            raise ResponseError("cannot parse response from llama2 endpoint")
+        item = item[0]
+    if not isinstance(item, dict):
+        raise ResponseError("cannot parse response from llama2 endpoint")
+    generated = item.get("generated_text")
+    if not isinstance(generated, str):
+        raise ResponseError("response data is empty from llama2 endpoint")
+    text = _after_inst(generated)
+    details = item.get("details")
+    if not isinstance(details, dict):
+        details = {}
+    reason = "length" if details.get("finish_reason") == "length" else "stop"
+    usage = usage_from_openai(obj.get("usage") if isinstance(obj, dict) else None)
+    if usage is None:
+        usage = _tgi_usage(call, details.get("generated_tokens"), len(text))
+    return text, reason, usage
+
+
+def _tgi_usage(call: Call, generated_tokens: Any, text_len: int) -> Usage:
+    """TGI reports generated tokens only; the prompt is always our estimate."""
+    prompt = estimate_prompt_tokens(call)
+    completion = generated_tokens if isinstance(generated_tokens, int) else (text_len + 3) // 4
+    return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+def _llamacpp_usage(call: Call, obj: dict[str, Any], text_len: int) -> Usage:
+    evaluated, predicted = obj.get("tokens_evaluated"), obj.get("tokens_predicted")
+    if isinstance(evaluated, int) and isinstance(predicted, int):
+        return make_usage(evaluated, predicted)
+    prompt = evaluated if isinstance(evaluated, int) else estimate_prompt_tokens(call)
+    completion = predicted if isinstance(predicted, int) else (text_len + 3) // 4
+    return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+def _llamacpp_reason(obj: dict[str, Any]) -> str:
+    return "length" if obj.get("stop_type") == "limit" else "stop"
+
+
+class RawAdapter(Adapter):
+    format = "raw"
+
+    def build(self, call: Call, opts: ModelOptions) -> dict[str, Any]:
+        prompt = build_prompt(call, opts)
+        if opts.raw_flavor == "llamacpp":
+            return _llamacpp_request(call, opts, prompt)
+        return _hf_request(call, opts, prompt)
+
+    def parse(self, call: Call, opts: ModelOptions, body: bytes) -> Parsed:
+        try:
+            obj = loads(body)
+        except JSONDecodeError:
+            raise ResponseError("failed to decode llama2 response") from None
+        upstream_model = None
+        if opts.raw_flavor == "llamacpp":
+            if not isinstance(obj, dict) or not isinstance(obj.get("content"), str):
+                raise ResponseError("'content' not in llama.cpp response")
+            text = obj["content"]
+            reason = _llamacpp_reason(obj)
+            usage = _llamacpp_usage(call, obj, len(text))
+            upstream_model = obj.get("model") if isinstance(obj.get("model"), str) else None
+        else:
+            text, reason, usage = _parse_hf(call, obj)
+        model = call.model or upstream_model
+        return Parsed(completion_response(call, model, text, reason, usage), usage, upstream_model)
+
+    def decoder(self, call: Call, opts: ModelOptions) -> TranslatingDecoder:
+        if opts.raw_flavor == "llamacpp":
+            return LlamaCppDecoder(call)
+        return TGIDecoder(call)
+
+
+# ------------------------------------------------------------------ stream decoders
+
+
+class TGIDecoder(TranslatingDecoder):
+    """TGI `/generate_stream` (and `/` with stream): `data:{"token":{"text","special"},
+    "generated_text":null}` per token; the last event also has `generated_text` and
+    `details`; no [DONE]."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(call, SSESplitter())
+
+    def _frame(self, frame: bytes, out: list[bytes]) -> None:
+        if frame == b"[DONE]":  # not sent by TGI; tolerated from look-alikes
+            self._final("stop", self._estimated_usage(), out)
+            return
+        try:
+            obj = loads(frame)
+        except JSONDecodeError:
+            self._fail("failed to decode llama2 stream event", out)
+            return
+        if not isinstance(obj, dict):
+            self._fail("failed to decode llama2 stream event", out)
+            return
+        if "error" in obj:
+            self._fail(error_message(obj["error"]), out)
+            return
+        token = obj.get("token")
+        if isinstance(token, dict) and not token.get("special"):
+            text = token.get("text")
+            if isinstance(text, str):
+                self._text(text, out)
+        if obj.get("generated_text") is not None:
+            details = obj.get("details")
+            if not isinstance(details, dict):
+                details = {}
+            reason = "length" if details.get("finish_reason") == "length" else "stop"
+            usage = _tgi_usage(
+                call=self.call,
+                generated_tokens=details.get("generated_tokens"),
+                text_len=self.completion_text_len,
+            )
+            self._final(reason, usage, out)
+
+
+class _LlamaCppSSE(SSESplitter):
+    """llama.cpp writes a streaming error as an `error: {…}` field (some builds) rather
+    than `data: {"error": …}`; both reach the decoder as `{"error": …}`."""
+
+    __slots__ = ()
+
+    def _line(self, line: bytes, events: list[bytes]) -> None:
+        if line.startswith(b"error:"):
+            value = line[6:].strip()
+            self._data.append(b'{"error":' + (value or b'"upstream error"') + b"}")
+            return
+        SSESplitter._line(self, line, events)
+
+
+class LlamaCppDecoder(TranslatingDecoder):
+    """llama.cpp `/completion` stream: `data: {"content","stop":false}` … the last event
+    has `stop: true`, `stop_type`, `tokens_predicted`, `tokens_evaluated`; `:` keep-alive
+    comments; no [DONE]."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(call, _LlamaCppSSE())
+
+    def _frame(self, frame: bytes, out: list[bytes]) -> None:
+        try:
+            obj = loads(frame)
+        except JSONDecodeError:
+            self._fail("failed to decode llama.cpp stream event", out)
+            return
+        if not isinstance(obj, dict):
+            self._fail("failed to decode llama.cpp stream event", out)
+            return
+        if "error" in obj:
+            self._fail(error_message(obj["error"]), out)
+            return
+        text = obj.get("content")
+        if isinstance(text, str) and text:
+            self._text(text, out)
+        if obj.get("stop") is True:
+            if isinstance(obj.get("model"), str):
+                self.model = obj["model"]
+            self._final(
+                _llamacpp_reason(obj),
+                _llamacpp_usage(self.call, obj, self.completion_text_len),
+                out,
+            )

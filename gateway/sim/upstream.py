@@ -1,0 +1,117 @@
+"""`FakeUpstream`: one simulated LLM server of a given kind on a real TCP port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
+
+from aiohttp import web
+
+from gateway.sim.base import Behaviour, Core, Dialect, abort, record
+from gateway.sim.llamacpp import LlamaCppDialect
+from gateway.sim.ollama import OllamaDialect
+from gateway.sim.openai import OpenAIDialect
+from gateway.sim.tgi import TGIDialect
+
+Kind = Literal["ollama", "llamacpp", "tgi", "openai"]
+_DIALECTS: dict[str, Callable[[Core], Dialect]] = {
+    "ollama": OllamaDialect,
+    "llamacpp": LlamaCppDialect,
+    "tgi": TGIDialect,
+    "openai": OpenAIDialect,
+}
+# stop() must not wait on streams parked by `stall_after`; they are cancelled instead.
+_SHUTDOWN_TIMEOUT = 0.1
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FakeUpstream(Core):
+    """A simulated upstream. Mutate `behaviour` between requests to inject faults."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        *,
+        models: Sequence[str] = ("llama2",),
+        text: str | None = None,
+        behaviour: Behaviour | None = None,
+        name: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        if kind not in _DIALECTS:
+            raise ValueError(f"unknown upstream kind {kind!r}")
+        super().__init__(kind, models, text, behaviour, api_key)
+        self.name = name or kind
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.dialect = _DIALECTS[kind](self)
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=64 << 20)
+        self.app.add_routes(self.dialect.routes())
+        self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"<FakeUpstream {self.name} {self.kind} {self.url()}>"
+
+    def url(self, path: str = "") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        # handler_cancellation: a client disconnect cancels the handler at once, which
+        # is how the streaming loop notices (and counts) cancelled streams.
+        runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.host = host
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeUpstream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _unauthorized(self, request: web.Request) -> bool:
+        if self.api_key is None or request.path in self.dialect.public_paths:
+            return False
+        return request.headers.get("Authorization") != f"Bearer {self.api_key}"
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        await record(request, self.received)
+        generation = request.method not in ("GET", "HEAD")
+        b = self.behaviour
+        if generation and b.drop_connection:
+            return abort(request)
+        if generation and b.delay > 0:
+            await asyncio.sleep(b.delay)
+        if self._unauthorized(request):
+            return self.dialect.unauthorized()
+        if generation and b.status is not None:
+            if b.error_body is not None:
+                return web.Response(
+                    body=b.error_body,
+                    status=b.status,
+                    headers={"Content-Type": "application/json"},
+                )
+            return self.dialect.status_error(b.status, self.dialect.model_of(request))
+        if generation and (refusal := self.dialect.unavailable()) is not None:
+            return refusal
+        return await handler(request)

@@ -1,0 +1,54 @@
+"""Shared fixtures: real fake upstreams and a real gateway, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.config import parse
+from gateway.server import GatewayServer
+from gateway.sim import FakeUpstream
+
+UpstreamFactory = Callable[..., Awaitable[FakeUpstream]]
+GatewayFactory = Callable[..., Awaitable[GatewayServer]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamFactory]:
+    started: list[FakeUpstream] = []
+
+    async def make(kind: str = "ollama", **kwargs: Any) -> FakeUpstream:
+        up = FakeUpstream(kind, **kwargs)  # type: ignore[arg-type]
+        await up.start()
+        started.append(up)
+        return up
+
+    yield make
+    for up in started:
+        await up.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[GatewayFactory]:
+    servers: list[GatewayServer] = []
+
+    async def make(*routes: dict[str, Any], server: dict[str, Any] | None = None) -> GatewayServer:
+        raw = {"server": {"port": 0, "status_port": 0, **(server or {})}, "routes": list(routes)}
+        gw = GatewayServer(parse(raw, {}))
+        await gw.start()
+        servers.append(gw)
+        return gw
+
+    yield make
+    for gw in servers:
+        if gw.ready:
+            await gw.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

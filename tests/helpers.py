@@ -1,0 +1,45 @@
+"""Config builders for tests: Kong-shaped targets and routes pointing at fake upstreams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.server import GatewayServer
+from gateway.sim import FakeUpstream
+
+
+def target(
+    up: FakeUpstream | str,
+    path: str,
+    fmt: str = "ollama",
+    route_type: str = "llm/v1/chat",
+    name: str | None = "llama2",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A Kong AI Proxy Advanced target dict pointing at a fake upstream."""
+    url = up if isinstance(up, str) else up.url(path)
+    options: dict[str, Any] = {"llama2_format": fmt, "upstream_url": url}
+    options.update(extra.pop("options", {}))
+    model: dict[str, Any] = {"provider": "llama2", "options": options}
+    if name is not None:
+        model["name"] = name
+    model.update(extra.pop("model", {}))
+    return {"route_type": route_type, "model": model, **extra}
+
+
+def route(
+    *targets: dict[str, Any], path: str = "/chat", name: str = "r", **config: Any
+) -> dict[str, Any]:
+    config.setdefault("balancer", {})
+    # Active probes would add GETs to the fakes' logs; tests of health enable them.
+    config["balancer"].setdefault("healthchecks", {"active": None})
+    return {
+        "name": name,
+        "paths": [path],
+        "plugin": "ai-proxy-advanced",
+        "config": {"targets": list(targets), **config},
+    }
+
+
+def url(gw: GatewayServer, path: str = "/chat") -> str:
+    return f"http://127.0.0.1:{gw.port}{path}"

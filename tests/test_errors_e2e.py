@@ -1,0 +1,219 @@
+"""SPEC §3.1/§3.2 error answers, each text exact, over real sockets."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import aiohttp
+from helpers import route, target, url
+
+from gateway.sim import Behaviour
+
+CHAT = [{"role": "user", "content": "hi"}]
+
+
+async def post(
+    http: aiohttp.ClientSession, u: str, body: Any = None, **kw: Any
+) -> tuple[int, Any, Any]:
+    async with http.post(u, json=body, **kw) if body is not None else http.post(u, **kw) as r:
+        data = await r.json(content_type=None)
+        return r.status, data, r.headers
+
+
+def msg(data: Any) -> str:
+    return data["error"]["message"]
+
+
+async def test_unknown_path_404(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    status, data, headers = await post(http, url(gw, "/nope"), {"messages": CHAT})
+    assert (status, data) == (404, {"error": {"message": "no route matched"}})
+    assert headers["Content-Type"] == "application/json"
+
+
+async def test_body_too_large_is_413(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat"), max_request_body_size=200))
+    big = {"messages": [{"role": "user", "content": "x" * 300}]}
+    status, data, _ = await post(http, url(gw), big)
+    assert (status, msg(data)) == (413, "request body is too large")
+    # exactly at the limit is fine
+    small = {"messages": [{"role": "user", "content": "y"}]}
+    status, _, _ = await post(http, url(gw), small)
+    assert status == 200
+    assert len(up.generation_requests()) == 1
+
+
+async def test_invalid_prompts(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    bad_bodies: list[Any] = [
+        b"not json",
+        b"[1, 2]",
+        b"",
+        {"messages": []},
+        {"messages": "hi"},
+        {"prompt": None},
+        {"prompt": 5},
+        {"model": "llama2"},
+    ]
+    for body in bad_bodies:
+        kw = {"data": body} if isinstance(body, bytes) else {"json": body}
+        async with http.post(url(gw), **kw) as r:
+            assert r.status == 400, body
+            assert await r.json() == {
+                "error": {"message": "request body doesn't contain valid prompts"}
+            }
+    assert up.generation_requests() == []
+
+
+async def test_format_conflicts(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(
+        route(target(up, "/api/chat")),
+        route(
+            target(up, "/api/generate", route_type="llm/v1/completions"), path="/complete", name="c"
+        ),
+    )
+    status, data, _ = await post(http, url(gw), {"messages": CHAT, "prompt": "x"})
+    assert (status, msg(data)) == (400, "request matches multiple LLM request formats")
+    status, data, _ = await post(http, url(gw), {"prompt": "x"})
+    assert (
+        msg(data)
+        == "[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type"
+    )
+    status, data, _ = await post(http, url(gw, "/complete"), {"messages": CHAT})
+    assert (
+        msg(data)
+        == "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type"
+    )
+
+
+async def test_content_type_does_not_bypass_checks(upstream, gateway, http) -> None:
+    """Kong#14536: a body without Content-Type: application/json skipped the model check."""
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    raw = b'{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}'
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": ctype} if ctype else {}
+        async with http.post(url(gw), data=raw, headers=headers) as r:
+            assert r.status == 400
+            assert await r.json() == {
+                "error": {"message": "cannot use own model - must be: llama2"}
+            }
+    async with http.post(
+        url(gw), data=b'{"prompt": "x"}', headers={"Content-Type": "text/plain"}
+    ) as r:
+        assert r.status == 400
+    assert up.generation_requests() == []
+
+
+async def test_model_rules(upstream, gateway, http) -> None:
+    up = await upstream("ollama", models=("llama2", "mistral", "codellama"))
+    gw = await gateway(
+        route(
+            target(up, "/api/chat", name="llama2"),
+            target(up, "/api/chat", name="mistral"),
+            path="/two",
+        ),
+        route(target(up, "/api/chat", name=None), path="/free", name="free"),
+    )
+    status, data, _ = await post(http, url(gw, "/two"), {"model": "gpt-4", "messages": CHAT})
+    assert (status, msg(data)) == (400, "cannot use own model - must be one of: llama2, mistral")
+    status, data, _ = await post(http, url(gw, "/two"), {"model": ["x"], "messages": CHAT})
+    assert msg(data) == "cannot use own model - must be one of: llama2, mistral"
+    status, data, _ = await post(http, url(gw, "/free"), {"messages": CHAT})
+    assert (status, msg(data)) == (
+        400,
+        "model parameter not found in request, nor in gateway configuration",
+    )
+    status, data, _ = await post(http, url(gw, "/free"), {"model": None, "messages": CHAT})
+    assert msg(data) == "model parameter not found in request, nor in gateway configuration"
+    status, data, headers = await post(
+        http, url(gw, "/free"), {"model": "codellama", "messages": CHAT}
+    )
+    assert status == 200 and headers["X-Kong-LLM-Model"] == "llama2/codellama"
+    assert up.generation_requests()[-1].json["model"] == "codellama"
+
+
+async def test_streaming_denied(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat"), response_streaming="deny"))
+    status, data, _ = await post(http, url(gw), {"messages": CHAT, "stream": True})
+    assert (status, msg(data)) == (400, "response streaming is not enabled for this LLM")
+    status, data, _ = await post(http, url(gw), {"messages": CHAT, "stream": False})
+    assert status == 200
+
+
+async def test_untransformable_request(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    body = {"messages": [{"role": "user", "content": 42}]}
+    status, data, _ = await post(http, url(gw), body)
+    assert (status, msg(data)) == (400, "error transforming to llama2://llm/v1/chat/ollama")
+    assert up.generation_requests() == []
+
+
+async def test_upstream_non_200_passed_through_unchanged(upstream, gateway, http) -> None:
+    up = await upstream("ollama", models=("llama2",))
+    gw = await gateway(route(target(up, "/api/chat", name=None)))
+    async with http.post(url(gw), json={"model": "nope", "messages": CHAT}) as r:
+        assert r.status == 404
+        assert await r.read() == b'{"error":"model \'nope\' not found"}'
+        assert r.headers["X-Gateway-Attempts"] == "1"
+
+
+async def test_unreadable_200_is_500(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    # An openai-format target pointed at Ollama's native API gets a 200 without `choices`.
+    gw = await gateway(route(target(up, "/api/chat", fmt="openai")))
+    status, data, _ = await post(http, url(gw), {"messages": CHAT})
+    assert (status, msg(data)) == (
+        500,
+        "transformation failed from type llama2://llm/v1/chat: 'choices' not in llm/v1/chat response",
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_connect_failure_is_502_with_target_name(gateway, http) -> None:
+    port = _closed_port()
+    t = target(
+        f"http://127.0.0.1:{port}/api/chat",
+        "",
+        auth={"header_name": "Authorization", "header_value": "Bearer sekrit"},
+    )
+    gw = await gateway(route(t, balancer={"retries": 2}))
+    async with http.post(url(gw), json={"messages": CHAT}) as r:
+        assert r.status == 502
+        text = await r.text()
+        assert await r.json() == {
+            "error": {"message": f"upstream unavailable: llama2@127.0.0.1:{port}"}
+        }
+        assert "sekrit" not in text
+        assert r.headers["X-Gateway-Attempts"] == "3", "first attempt + 2 retries"
+
+
+async def test_read_timeout_is_504(upstream, gateway, http) -> None:
+    up = await upstream("ollama", behaviour=Behaviour(delay=5.0))
+    gw = await gateway(route(target(up, "/api/chat"), balancer={"read_timeout": 200}))
+    status, data, headers = await post(http, url(gw), {"messages": CHAT})
+    assert (status, msg(data)) == (504, f"upstream timed out: llama2@127.0.0.1:{up.port}")
+    # A read timeout after the request was sent is not retried without non_idempotent.
+    assert headers["X-Gateway-Attempts"] == "1"
+
+
+async def test_no_healthy_targets_is_503_with_retry_after(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat"), name="pool"))
+    for t in gw.router.routes[0].targets:
+        t.state.healthy = False
+    status, data, headers = await post(http, url(gw), {"messages": CHAT})
+    assert (status, msg(data)) == (503, "no healthy targets for route pool")
+    assert int(headers["Retry-After"]) >= 1
