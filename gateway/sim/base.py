@@ -28,8 +28,12 @@ SPLIT_PAUSE = 0.02
 
 @dataclass
 class Behaviour:
-    """Knobs a test flips between requests. Everything except `loading` applies to
-    generation requests only (non-GET), so health probes keep answering normally."""
+    """Knobs a test flips between requests (or replaces wholesale).
+
+    Everything except `loading` applies to generation requests only (non-GET), so
+    health probes keep answering normally. The *_after knobs count token frames and
+    affect streaming responses only.
+    """
 
     status: int | None = None
     error_body: bytes | None = None
@@ -188,7 +192,7 @@ async def record(request: web.Request, log: list[Received]) -> Received:
 
 
 def abort(request: web.Request) -> web.Response:
-    """Hard-close the connection (RST, no response bytes left to send).
+    """Close the connection at once, dropping anything not yet sent.
 
     The returned response is never delivered: aiohttp sees the closing transport when
     it tries to send it and drops it quietly as a premature disconnect.
@@ -222,6 +226,8 @@ class Core:
         self.busy = 0
         self.prompt_tokens_total = 0
         self.predicted_tokens_total = 0
+        # Set by stop(): streams it cancels were not abandoned by their client.
+        self.stopping = False
 
     def expected_text(self, n: int) -> str:
         return "".join(tokenize(self.text, n))
@@ -322,7 +328,8 @@ class Core:
             self._client_gone()
             return resp
         except asyncio.CancelledError:
-            self._client_gone()
+            if not self.stopping:
+                self._client_gone()
             raise
         finally:
             self.active_streams -= 1

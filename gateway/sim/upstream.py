@@ -73,12 +73,14 @@ class FakeUpstream(Core):
             await runner.cleanup()
             raise
         self._runner = runner
+        self.stopping = False
         self.host = host
         self.port = runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            self.stopping = True
             await runner.cleanup()
 
     async def __aenter__(self) -> FakeUpstream:

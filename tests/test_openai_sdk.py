@@ -1,0 +1,87 @@
+"""The real `openai` SDK (sync and async) as a client through the gateway to an Ollama fake."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+from helpers import route, target
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+
+async def make(upstream, gateway):  # type: ignore[no-untyped-def]
+    up = await upstream("ollama")
+    gw = await gateway(
+        route(target(up, "/api/chat"), path="/v1/chat/completions", name="chat"),
+        route(
+            target(up, "/api/generate", route_type="llm/v1/completions"),
+            path="/v1/completions",
+            name="completions",
+        ),
+    )
+    return up, f"http://127.0.0.1:{gw.port}/v1"
+
+
+async def test_async_client_chat_stream_and_completions(upstream, gateway) -> None:
+    up, base = await make(upstream, gateway)
+    client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+    try:
+        resp = await client.chat.completions.create(model="llama2", messages=CHAT, max_tokens=4)  # type: ignore[arg-type]
+        assert resp.choices[0].message.content == up.expected_text(4)
+        assert resp.choices[0].finish_reason == "length"
+        assert resp.usage is not None and resp.usage.completion_tokens == 4
+
+        stream = await client.chat.completions.create(
+            model="llama2",
+            messages=CHAT,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, finish, usage = "", None, None
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+            if chunk.usage is not None:
+                usage = chunk.usage
+        assert text == up.expected_text(8) and finish == "stop"
+        assert usage is not None and usage.completion_tokens == 8
+
+        comp = await client.completions.create(model="llama2", prompt="Once upon", max_tokens=3)
+        assert comp.choices[0].text == up.expected_text(3)
+        assert comp.choices[0].finish_reason == "length"
+    finally:
+        await client.close()
+
+
+async def test_sync_client(upstream, gateway) -> None:
+    up, base = await make(upstream, gateway)
+
+    def run() -> tuple[str, str]:
+        with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as client:
+            resp = client.chat.completions.create(model="llama2", messages=CHAT)  # type: ignore[arg-type]
+            streamed = "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(model="llama2", messages=CHAT, stream=True)  # type: ignore[arg-type]
+                if c.choices
+            )
+            return resp.choices[0].message.content or "", streamed
+
+    full, streamed = await asyncio.to_thread(run)
+    assert full == streamed == up.expected_text(8)
+
+
+async def test_sdk_sees_gateway_errors(upstream, gateway) -> None:
+    _, base = await make(upstream, gateway)
+    client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+    try:
+        try:
+            await client.chat.completions.create(model="gpt-4", messages=CHAT)  # type: ignore[arg-type]
+        except openai.BadRequestError as exc:
+            assert exc.status_code == 400
+            assert "cannot use own model - must be: llama2" in str(exc)
+        else:
+            raise AssertionError("expected a 400")
+    finally:
+        await client.close()
