@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", "-c", help=f"YAML config file (default: ${ENV_CONFIG})")
     serve.add_argument("--host", help="proxy listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="proxy port (overrides server.port)")
+    serve.add_argument("--status-host", help="status listen address (overrides server.status_host)")
     serve.add_argument("--status-port", type=int, help="status port (overrides server.status_port)")
 
     check = sub.add_parser("check", help="validate a config file and exit")
@@ -74,18 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _load(_config_path(args.config))
         if cfg is None:
             return 1
-        return asyncio.run(_serve(cfg, args.host, args.port, args.status_port))
+        return asyncio.run(_serve(cfg, args))
     from .demo import run_demo
 
     return asyncio.run(run_demo(args.port, args.status_port))
 
 
-async def _serve(cfg: Config, host: str | None, port: int | None, status_port: int | None) -> int:
+async def _serve(cfg: Config, args: argparse.Namespace) -> int:
     from .server import GatewayServer, run_until_signalled
 
     server = GatewayServer(cfg)
+    host = args.host
     try:
-        await server.start(host, port, status_port)
+        await server.start(host, args.port, args.status_host, args.status_port)
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await server.stop()
@@ -97,7 +99,7 @@ async def _serve(cfg: Config, host: str | None, port: int | None, status_port: i
             "llama-gateway listening on http://%s:%d (status http://%s:%d), %d route(s)",
             host or s.host,
             server.port,
-            s.status_host,
+            args.status_host or s.status_host,
             server.status_port,
             len(cfg.routes),
         )

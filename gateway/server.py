@@ -77,7 +77,11 @@ class GatewayServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(
-        self, host: str | None = None, port: int | None = None, status_port: int | None = None
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        status_host: str | None = None,
+        status_port: int | None = None,
     ) -> None:
         s = self.config.server
         self.gateway = Gateway(make_session(), clock=self.clock)

@@ -608,3 +608,24 @@ def test_llamacpp_stream_eof_before_final() -> None:
         "error": {"message": "upstream closed the stream before it finished"}
     }
     assert dec.error and not dec.done and DONE not in out
+
+
+def test_tgi_stream_reported_prompt_tokens() -> None:
+    details = {"finish_reason": "eos_token", "generated_tokens": 2, "prompt_tokens": 17}
+    data = tgi_token(1, "Hi") + tgi_token(
+        2, "</s>", special=True, generated_text="Hi", details=details
+    )
+    _, dec = run(call(chat(("user", "hi")), stream=True), HF, [data])
+    assert dec.usage == Usage(17, 2, 19, estimated=False)
+
+
+def test_tgi_stream_done_sentinel_from_look_alikes_ends_cleanly() -> None:
+    out, dec = run(call(chat(("user", "12345678")), stream=True), HF, [tgi_token(1, "Hi") + DONE])
+    assert events(out)[-2:] == [chunk({}, "stop"), "[DONE]"]
+    assert dec.done and dec.usage == Usage(2, 1, 3, estimated=True)
+
+
+def test_llamacpp_one_counter_missing_is_estimated() -> None:
+    body = b'{"content":"abcd","tokens_predicted":9,"stop_type":"eos"}'
+    parsed = ADAPTER.parse(call({"prompt": "12345678"}, COMPLETIONS), LLAMACPP, body)
+    assert parsed.usage == Usage(2, 9, 11, estimated=True)

@@ -170,9 +170,9 @@ def _parse_hf(call: Call, obj: Any) -> tuple[str, str, Usage]:
     if isinstance(obj, dict) and "data" in obj:
         item = obj["data"]
     if isinstance(item, list):
-        if not item:  # several sequences: the first one answers
+        if not item:
             raise ResponseError("cannot parse response from llama2 endpoint")
-        item = item[0]
+        item = item[0]  # several sequences (Kong refuses them): the first one answers
     if not isinstance(item, dict):
         raise ResponseError("cannot parse response from llama2 endpoint")
     generated = item.get("generated_text")
@@ -185,24 +185,30 @@ def _parse_hf(call: Call, obj: Any) -> tuple[str, str, Usage]:
     reason = "length" if details.get("finish_reason") == "length" else "stop"
     usage = usage_from_openai(obj.get("usage") if isinstance(obj, dict) else None)
     if usage is None:
-        usage = _tgi_usage(call, details.get("generated_tokens"), len(text))
+        usage = _tgi_usage(call, details, len(text))
     return text, reason, usage
 
 
-def _tgi_usage(call: Call, generated_tokens: Any, text_len: int) -> Usage:
-    """TGI reports generated tokens only; the prompt is always our estimate."""
-    prompt = estimate_prompt_tokens(call)
-    completion = generated_tokens if isinstance(generated_tokens, int) else (text_len + 3) // 4
+def _counted_usage(call: Call, prompt: Any, completion: Any, text_len: int) -> Usage:
+    """Upstream counters where given; a missing one is our estimate (and says so)."""
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return make_usage(prompt, completion)
+    if not isinstance(prompt, int):
+        prompt = estimate_prompt_tokens(call)
+    if not isinstance(completion, int):
+        completion = (text_len + 3) // 4
     return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+def _tgi_usage(call: Call, details: dict[str, Any], text_len: int) -> Usage:
+    """TGI counts generated tokens; some versions also give the prompt's in stream
+    details (`prompt_tokens` or `input_length`)."""
+    prompt = details.get("prompt_tokens", details.get("input_length"))
+    return _counted_usage(call, prompt, details.get("generated_tokens"), text_len)
 
 
 def _llamacpp_usage(call: Call, obj: dict[str, Any], text_len: int) -> Usage:
-    evaluated, predicted = obj.get("tokens_evaluated"), obj.get("tokens_predicted")
-    if isinstance(evaluated, int) and isinstance(predicted, int):
-        return make_usage(evaluated, predicted)
-    prompt = evaluated if isinstance(evaluated, int) else estimate_prompt_tokens(call)
-    completion = predicted if isinstance(predicted, int) else (text_len + 3) // 4
-    return Usage(prompt, completion, prompt + completion, estimated=True)
+    return _counted_usage(call, obj.get("tokens_evaluated"), obj.get("tokens_predicted"), text_len)
 
 
 def _llamacpp_reason(obj: dict[str, Any]) -> str:
@@ -278,12 +284,7 @@ class TGIDecoder(TranslatingDecoder):
             if not isinstance(details, dict):
                 details = {}
             reason = "length" if details.get("finish_reason") == "length" else "stop"
-            usage = _tgi_usage(
-                call=self.call,
-                generated_tokens=details.get("generated_tokens"),
-                text_len=self.completion_text_len,
-            )
-            self._final(reason, usage, out)
+            self._final(reason, _tgi_usage(self.call, details, self.completion_text_len), out)
 
 
 class _LlamaCppSSE(SSESplitter):
