@@ -17,6 +17,7 @@ NO_PROMPTS = "request body doesn't contain valid prompts"
 MULTIPLE_FORMATS = "request matches multiple LLM request formats"
 NO_MODEL = "model parameter not found in request, nor in gateway configuration"
 STREAMING_DISABLED = "response streaming is not enabled for this LLM"
+INTERNAL = "internal gateway error"
 
 
 def incompatible_format(request_type: str, route_type: str) -> str:

@@ -8,10 +8,12 @@ the order of these steps.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -29,6 +31,7 @@ from .streaming import StreamFailure, StreamResult, relay_stream
 from .upstream import Failure, classify
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
+log = logging.getLogger("llama_gateway")
 
 
 @dataclass(slots=True)
@@ -37,7 +40,6 @@ class Attempt:
 
     started: float
     count: int = 0
-    tried: list[Target] = field(default_factory=list)
     last_failure: Failure | None = None
     last_target: Target | None = None
     sent_at: float = 0.0
@@ -69,6 +71,10 @@ class Gateway:
             return await self._handle(request, route)
         except GatewayError as exc:
             return error_response(exc.status, exc.message, exc.headers)
+        except Exception:
+            # A bug must not turn into aiohttp's text/plain 500 (or a leaked traceback).
+            log.exception("internal error on route %s", route.name)
+            return error_response(500, errors.INTERNAL)
         finally:
             self.in_flight -= 1
 
@@ -119,9 +125,8 @@ class Gateway:
         bal_cfg = route.cfg.balancer
         criteria = bal_cfg.failover_criteria
         att = Attempt(started=started)
-        ctx = PickContext(tried=[t.state for t in att.tried])
-        ctx.hash_key = request.headers.get(bal_cfg.hash_on_header)
-        pool = list(candidates)
+        ctx = PickContext(hash_key=request.headers.get(bal_cfg.hash_on_header))
+        pool = candidates
         untransformable: str | None = None
         while True:
             state = route.balancer.pick(pool, ctx)
@@ -136,11 +141,11 @@ class Gateway:
             except TransformError:
                 # This target's dialect cannot carry the request; another one may.
                 untransformable = errors.transforming_to(call.route_type, target.adapter.format)
-                pool.remove(state)
+                pool = [s for s in pool if s is not state]  # a copy: candidates are shared
                 continue
             target.inject_body_auth(upstream_body, call.body)
             att.count += 1
-            att.tried.append(target)
+            att.passthrough = None
             ctx.tried.append(state)
             att.last_target = target
             result = await self._try(request, route, target, call, upstream_body, att)
@@ -149,20 +154,23 @@ class Gateway:
             att.last_failure = result
             if att.count > bal_cfg.retries or not _retryable(result, criteria):
                 break
-        return self._give_up(route, att, untransformable)
+        return self._give_up(route, att, pool, untransformable)
 
-    def _give_up(self, route: Route, att: Attempt, untransformable: str | None) -> web.Response:
+    def _give_up(
+        self, route: Route, att: Attempt, pool: list[Any], untransformable: str | None
+    ) -> web.Response:
+        """No more attempts: the last failure is the answer (SPEC §3.2, §6.2)."""
         failure, target = att.last_failure, att.last_target
         if failure is None or target is None:
             if untransformable is not None:
                 raise GatewayError(400, untransformable)
-            raise GatewayError(503, errors.no_healthy_targets(route.name), {"Retry-After": str(1)})
-        if failure.status is not None and att.passthrough is not None:
+            headers = {"Retry-After": str(_retry_after(pool, self.clock()))}
+            raise GatewayError(503, errors.no_healthy_targets(route.name), headers)
+        if att.passthrough is not None:  # the last attempt's upstream answer
             return att.passthrough
         if failure.is_timeout:
-            message = errors.upstream_timed_out(target.name)
-            status = 504
-        elif failure.reason == "invalid" and failure.detail.startswith("transformation"):
+            message, status = errors.upstream_timed_out(target.name), 504
+        elif failure.status == 200:  # an answer the adapter could not read
             message, status = failure.detail, 500
         else:
             message, status = errors.upstream_unavailable(target.name), 502
@@ -209,7 +217,9 @@ class Gateway:
             parsed = target.adapter.parse(call, target.cfg.options, data)
         except ResponseError as exc:
             text = errors.transformation_failed(call.route_type, str(exc))
-            return self._failed(route, target, Failure("invalid_header", "invalid", text))
+            return self._failed(
+                route, target, Failure("invalid_header", "invalid", text, status=200)
+            )
         done = self.clock()
         u = parsed.usage
         route.balancer.report(
@@ -313,6 +323,13 @@ class Gateway:
         if route.cfg.model_name_header:
             headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
         return headers
+
+
+def _retry_after(pool: list[Any], now: float) -> int:
+    """Whole seconds until the earliest open circuit may be tried again (at least 1;
+    actively unhealthy targets are re-probed within seconds, so 1 is right for them)."""
+    waits = [s.open_until - now for s in pool if s.open_until > now]
+    return max(1, math.ceil(min(waits))) if waits else 1
 
 
 def _retryable(failure: Failure, criteria: tuple[str, ...]) -> bool:

@@ -217,3 +217,58 @@ async def test_no_healthy_targets_is_503_with_retry_after(upstream, gateway, htt
     status, data, headers = await post(http, url(gw), {"messages": CHAT})
     assert (status, msg(data)) == (503, "no healthy targets for route pool")
     assert int(headers["Retry-After"]) >= 1
+
+
+async def test_retry_after_counts_down_to_the_earliest_reopening(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat"), target(up, "/api/chat"), name="pool"))
+    now = gw.clock()
+    a, b = gw.router.routes[0].targets
+    a.state.open_until = now + 42.2
+    b.state.open_until = now + 7.5
+    status, _, headers = await post(http, url(gw), {"messages": CHAT})
+    assert status == 503 and headers["Retry-After"] == "8"
+
+
+async def test_unexpected_error_is_a_json_500(upstream, gateway, http, monkeypatch) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(
+        route(target(up, "/api/chat", auth={"header_name": "X-Key", "header_value": "sekrit"}))
+    )
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(gw.router.routes[0].targets[0].adapter, "build", boom)
+    async with http.post(url(gw), json={"messages": CHAT}) as r:
+        assert r.status == 500
+        assert await r.json() == {"error": {"message": "internal gateway error"}}
+    assert gw.gateway is not None and gw.gateway.in_flight == 0
+
+
+async def test_unreadable_200_fails_over_with_invalid_header(upstream, gateway, http) -> None:
+    wrong = await upstream("ollama")
+    good = await upstream("openai")
+    gw = await gateway(
+        route(
+            target(wrong, "/api/chat", fmt="openai", weight=100),  # answers 200 without `choices`
+            target(good, "/v1/chat/completions", fmt="openai", weight=1),
+            balancer={"failover_criteria": ["invalid_header"]},
+        )
+    )
+    status, data, headers = await post(http, url(gw), {"messages": CHAT})
+    assert status == 200 and headers["X-Gateway-Attempts"] == "2", data
+
+
+async def test_last_failure_wins_over_an_earlier_passthrough(upstream, gateway, http) -> None:
+    busy = await upstream("ollama", behaviour=Behaviour(status=503))
+    gw = await gateway(
+        route(
+            target(busy, "/api/chat", weight=100),
+            target(f"http://127.0.0.1:{_closed_port()}/api/chat", "", weight=1),
+            balancer={"failover_criteria": ["error", "http_503"], "retries": 1},
+        )
+    )
+    status, data, headers = await post(http, url(gw), {"messages": CHAT})
+    assert status == 502 and msg(data).startswith("upstream unavailable: llama2@127.0.0.1:")
+    assert headers["X-Gateway-Attempts"] == "2"
