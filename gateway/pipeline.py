@@ -193,11 +193,11 @@ class Gateway:
         att.sent_at = self.clock()
         resp: aiohttp.ClientResponse | None = None
         try:
-            resp = await self.session.post(
+            resp = await self._send(
                 target.upstream_url(request.query),
-                data=dumps(upstream_body),
-                headers=target.upstream_headers(request.headers),
-                timeout=route.timeout,
+                dumps(upstream_body),
+                target.upstream_headers(request.headers),
+                route.timeout,
             )
             att.headers_at = self.clock()
             if resp.status != 200:
@@ -237,6 +237,19 @@ class Gateway:
             content_type="application/json",
             headers=self._success_headers(route, att, target, call),
         )
+
+    async def _send(
+        self, url: Any, body: bytes, headers: dict[str, str], timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        try:
+            return await self.session.post(url, data=body, headers=headers, timeout=timeout)
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # Closed before any response byte: almost always an idle keep-alive
+            # connection the upstream had already dropped. Not a target failure:
+            # once more, not counted as an attempt (SPEC §6.2).
+            return await self.session.post(url, data=body, headers=headers, timeout=timeout)
 
     async def _non_200(
         self, route: Route, target: Target, resp: aiohttp.ClientResponse, att: Attempt

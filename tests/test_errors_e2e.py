@@ -272,3 +272,47 @@ async def test_last_failure_wins_over_an_earlier_passthrough(upstream, gateway, 
     status, data, headers = await post(http, url(gw), {"messages": CHAT})
     assert status == 502 and msg(data).startswith("upstream unavailable: llama2@127.0.0.1:")
     assert headers["X-Gateway-Attempts"] == "2"
+
+
+async def test_connection_closed_before_answer_is_retried_once_uncounted(gateway, http) -> None:
+    """A stale keep-alive connection (closed by the upstream while idle) is no target failure."""
+    from aiohttp import web
+
+    calls = {"n": 0}
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        await request.read()
+        if calls["n"] % 2 == 1:  # every other request: close without answering
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        return web.json_response(
+            {
+                "model": "llama2",
+                "message": {"role": "assistant", "content": "ok"},
+                "done": True,
+                "done_reason": "stop",
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/chat", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        gw = await gateway(
+            route(
+                target(f"http://127.0.0.1:{port}/api/chat", "", weight=1), balancer={"retries": 0}
+            )
+        )
+        for _ in range(2):
+            status, data, headers = await post(http, url(gw), {"messages": CHAT})
+            assert status == 200 and data["choices"][0]["message"]["content"] == "ok"
+            assert headers["X-Gateway-Attempts"] == "1"
+        assert calls["n"] == 4
+    finally:
+        await runner.cleanup()

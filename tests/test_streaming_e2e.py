@@ -207,3 +207,21 @@ async def test_client_disconnect_cancels_upstream(upstream, gateway) -> None:
             break
         await asyncio.sleep(0.02)
     assert gw.gateway is not None and gw.gateway.in_flight == 0 and not gw.gateway.streams
+
+
+async def test_events_reach_the_client_while_the_upstream_still_generates(
+    upstream, gateway
+) -> None:
+    """No buffering: the first chunk arrives while the upstream has most tokens to go."""
+    up = await upstream("ollama", behaviour=Behaviour(token_interval=0.2, n_tokens=100))
+    gw = await gateway(route(target(up, "/api/chat")))
+    async with aiohttp.ClientSession() as http:
+        r = await http.post(url(gw), json={"messages": CHAT, "stream": True})
+        first = json.loads((await asyncio.wait_for(r.content.readuntil(b"\n\n"), 15))[6:])
+        second = json.loads((await asyncio.wait_for(r.content.readuntil(b"\n\n"), 15))[6:])
+        assert first["choices"][0]["delta"]["content"] + second["choices"][0]["delta"][
+            "content"
+        ] == up.expected_text(2)
+        assert up.active_streams == 1, "the upstream is still generating: nothing was buffered"
+        r.close()
+    await asyncio.wait_for(up.stream_cancelled.wait(), timeout=10)
