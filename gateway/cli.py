@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from .accesslog import configure as configure_access_log
+
+    configure_access_log()
     if args.command == "check":
         path = _config_path(args.config)
         cfg = _load(path)

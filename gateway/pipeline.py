@@ -1,8 +1,8 @@
 """One client request, end to end (SPEC §3, §5, §6.2).
 
-validate (§3.1) → candidates (§3.3) → attempt loop: pick → adapter.build → upstream
-call → classify → retry/failover or answer. This module is the only place that knows
-the order of these steps.
+intake (§3.1) → candidates (§3.3) → attempt loop: pick → adapter.build → upstream
+call → classify → retry/failover or answer → observers. This module is the only place
+that knows the order of these steps.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import asyncio
 import logging
 import math
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +20,13 @@ from aiohttp import web
 
 from balancers import Outcome, PickContext
 
-from . import errors
+from . import errors, observe
 from .adapters.base import Call, ResponseError, TransformError
-from .config import CHAT, COMPLETIONS
+from .adapters.common import estimated_usage
 from .errors import GatewayError, error_response
-from .jsonutil import JSONDecodeError, dumps, loads
+from .intake import make_call, parse_body, read_body
+from .jsonutil import dumps
+from .observe import Observer, RequestRecord
 from .routing import Route, Target
 from .streaming import StreamFailure, StreamResult, relay_stream
 from .upstream import Failure, classify
@@ -36,12 +37,10 @@ log = logging.getLogger("llama_gateway")
 
 @dataclass(slots=True)
 class Attempt:
-    """What one request learned while trying targets; feeds headers and the answer."""
+    """The attempt loop's private state (what observers see is in the RequestRecord)."""
 
-    started: float
-    count: int = 0
+    rec: RequestRecord
     last_failure: Failure | None = None
-    last_target: Target | None = None
     sent_at: float = 0.0
     headers_at: float = 0.0
     passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
@@ -55,10 +54,12 @@ class Gateway:
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.session = session
         self.clock = clock
         self.wall = wall
+        self.observers = tuple(observers)
         self.in_flight = 0
         self.streams: set[asyncio.Task[Any]] = set()  # handler tasks currently streaming
         self.closing = False  # set when drain time ran out: streams end with an error event
@@ -66,50 +67,44 @@ class Gateway:
     # ------------------------------------------------------------------ request intake
 
     async def handle(self, request: web.Request, route: Route) -> web.StreamResponse:
+        rec = RequestRecord(route=route, started=self.clock(), wall_started=self.wall())
         self.in_flight += 1
         try:
-            return await self._handle(request, route)
+            resp = await self._handle(request, route, rec)
+            rec.status = resp.status
+            return resp
         except GatewayError as exc:
+            rec.status, rec.error = exc.status, exc.message
             return error_response(exc.status, exc.message, exc.headers)
+        except asyncio.CancelledError:
+            rec.outcome = observe.CANCELLED
+            raise
         except Exception:
             # A bug must not turn into aiohttp's text/plain 500 (or a leaked traceback).
             log.exception("internal error on route %s", route.name)
+            rec.status, rec.outcome, rec.error = 500, observe.GATEWAY_ERROR, errors.INTERNAL
             return error_response(500, errors.INTERNAL)
         finally:
             self.in_flight -= 1
+            rec.duration = self.clock() - rec.started
+            if not rec.outcome:
+                rec.outcome = _outcome(rec)
+            for obs in self.observers:
+                obs.finished(rec)
 
-    async def _handle(self, request: web.Request, route: Route) -> web.StreamResponse:
-        started = self.clock()
+    async def _handle(
+        self, request: web.Request, route: Route, rec: RequestRecord
+    ) -> web.StreamResponse:
         cfg = route.cfg
-        limit = cfg.max_request_body_size
-        if limit and request.content_length is not None and request.content_length > limit:
-            raise GatewayError(413, errors.BODY_TOO_LARGE)
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise GatewayError(413, errors.BODY_TOO_LARGE) from None
-        if limit and len(raw) > limit:
-            raise GatewayError(413, errors.BODY_TOO_LARGE)
-        body = _parse_body(raw, cfg.route_type)
-        candidates = route.candidates(body.get("model"))
-        stream = body.get("stream") is True
-        if cfg.response_streaming == "deny":
-            if stream:
-                raise GatewayError(400, errors.STREAMING_DISABLED)
-        elif cfg.response_streaming == "always":
-            stream = True
-        opts = body.get("stream_options")
-        call = Call(
-            route_type=cfg.route_type,
-            body=body,
-            model=None,
-            stream=stream,
-            include_usage=stream and isinstance(opts, dict) and opts.get("include_usage") is True,
-            id=("chatcmpl-" if cfg.route_type == CHAT else "cmpl-") + uuid.uuid4().hex[:24],
-            created=int(self.wall()),
-        )
-        client_model = body.get("model") if isinstance(body.get("model"), str) else None
-        return await self._attempts(request, route, call, candidates, client_model, started)
+        raw = rec.request_body = await read_body(request, cfg.max_request_body_size)
+        rec.body_size = len(raw)
+        body = parse_body(raw, cfg.route_type)
+        model = body.get("model")
+        candidates = route.candidates(model)
+        call = make_call(cfg, body, int(rec.wall_started))
+        rec.stream = call.stream
+        rec.request_model = model if isinstance(model, str) else None
+        return await self._attempts(request, route, call, candidates, Attempt(rec))
 
     # ------------------------------------------------------------------ attempt loop
 
@@ -119,12 +114,10 @@ class Gateway:
         route: Route,
         call: Call,
         candidates: list[Any],
-        client_model: str | None,
-        started: float,
+        att: Attempt,
     ) -> web.StreamResponse:
+        rec = att.rec
         bal_cfg = route.cfg.balancer
-        criteria = bal_cfg.failover_criteria
-        att = Attempt(started=started)
         ctx = PickContext(hash_key=request.headers.get(bal_cfg.hash_on_header))
         pool = candidates
         untransformable: str | None = None
@@ -133,7 +126,7 @@ class Gateway:
             if state is None:
                 break
             target = route.targets[state.index]
-            call.model = target.cfg.model.name or client_model
+            call.model = target.cfg.model.name or rec.request_model
             if call.model is None:
                 raise GatewayError(400, errors.NO_MODEL)
             try:
@@ -144,15 +137,17 @@ class Gateway:
                 pool = [s for s in pool if s is not state]  # a copy: candidates are shared
                 continue
             target.inject_body_auth(upstream_body, call.body)
-            att.count += 1
+            rec.attempts += 1
+            rec.target = target
+            rec.response_model = call.model
             att.passthrough = None
             ctx.tried.append(state)
-            att.last_target = target
             result = await self._try(request, route, target, call, upstream_body, att)
             if isinstance(result, web.StreamResponse):
                 return result
             att.last_failure = result
-            if att.count > bal_cfg.retries or not _retryable(result, criteria):
+            rec.failures.append((target, result.reason))
+            if rec.attempts > bal_cfg.retries or not _retryable(result, bal_cfg.failover_criteria):
                 break
         return self._give_up(route, att, pool, untransformable)
 
@@ -160,13 +155,15 @@ class Gateway:
         self, route: Route, att: Attempt, pool: list[Any], untransformable: str | None
     ) -> web.Response:
         """No more attempts: the last failure is the answer (SPEC §3.2, §6.2)."""
-        failure, target = att.last_failure, att.last_target
+        rec = att.rec
+        failure, target = att.last_failure, rec.target
         if failure is None or target is None:
             if untransformable is not None:
                 raise GatewayError(400, untransformable)
             headers = {"Retry-After": str(_retry_after(pool, self.clock()))}
             raise GatewayError(503, errors.no_healthy_targets(route.name), headers)
         if att.passthrough is not None:  # the last attempt's upstream answer
+            rec.answered_by_upstream = True
             return att.passthrough
         if failure.is_timeout:
             message, status = errors.upstream_timed_out(target.name), 504
@@ -174,6 +171,7 @@ class Gateway:
             message, status = failure.detail, 500
         else:
             message, status = errors.upstream_unavailable(target.name), 502
+        rec.error = message
         return error_response(status, message, self._gateway_headers(att, target))
 
     # ------------------------------------------------------------------ one attempt
@@ -222,6 +220,12 @@ class Gateway:
             )
         done = self.clock()
         u = parsed.usage
+        rec = att.rec
+        rec.answered_by_upstream = True
+        rec.usage = u
+        rec.ttft = done - rec.started
+        rec.response_body = parsed.body
+        self._timings(rec, att)
         route.balancer.report(
             state,
             Outcome(
@@ -230,6 +234,7 @@ class Gateway:
                 ttft=done - att.sent_at,
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,
+                cost=rec.cost,
             ),
         )
         return web.Response(
@@ -254,8 +259,8 @@ class Gateway:
     async def _non_200(
         self, route: Route, target: Target, resp: aiohttp.ClientResponse, att: Attempt
     ) -> web.Response | Failure:
-        """Upstream non-200: passed through unchanged, unless failover applies and another
-        target is left (then the pass-through is kept in case none answers better)."""
+        """Upstream non-200: passed through unchanged, unless failover applies (then the
+        pass-through is kept in case no other target answers)."""
         data = await resp.read()
         headers = {k: resp.headers[k] for k in _PASSTHROUGH_HEADERS if k in resp.headers}
         headers.update(self._gateway_headers(att, target))
@@ -265,9 +270,15 @@ class Gateway:
             criterion, "status", f"upstream answered {resp.status}", status=resp.status
         )
         self._failed(route, target, failure)
+        self._timings(att.rec, att)
         if criterion in route.cfg.balancer.failover_criteria:
             att.passthrough = answer
             return failure
+        rec = att.rec
+        rec.answered_by_upstream = True
+        rec.response_body = data
+        if resp.status >= 500 or resp.status == 429:  # the upstream failed, not the client
+            rec.failures.append((target, "status"))
         return answer
 
     def _failed(self, route: Route, target: Target, failure: Failure) -> Failure:
@@ -276,6 +287,10 @@ class Gateway:
             target.state, Outcome(ok=False, failure=failure.reason, status=failure.status)
         )
         return failure
+
+    def _timings(self, rec: RequestRecord, att: Attempt) -> None:
+        rec.proxy_latency = att.sent_at - rec.started
+        rec.upstream_latency = att.headers_at - att.sent_at
 
     # ------------------------------------------------------------------ streaming
 
@@ -292,11 +307,12 @@ class Gateway:
         assert task is not None
         self.streams.add(task)
         result = StreamResult()
+        decoder = target.adapter.decoder(call, target.cfg.options)
         try:
             return await relay_stream(
                 request,
                 resp,
-                target.adapter.decoder(call, target.cfg.options),
+                decoder,
                 self._success_headers(route, att, target, call),
                 lambda: self.closing,
                 self.clock,
@@ -305,37 +321,66 @@ class Gateway:
         finally:
             self.streams.discard(task)
             if result.response is not None:  # committed: this target answered
-                done = self.clock()
-                u = result.usage
-                route.balancer.report(
-                    target.state,
-                    Outcome(
-                        ok=result.error is None and not result.cancelled,
-                        latency=done - att.sent_at,
-                        ttft=result.first_event_at - att.sent_at,
-                        prompt_tokens=u.prompt_tokens if u else 0,
-                        completion_tokens=u.completion_tokens if u else 0,
-                        failure="midstream" if result.error is not None else None,
-                    ),
-                )
+                self._stream_done(route, target, call, att, result, decoder.completion_text_len)
+
+    def _stream_done(
+        self,
+        route: Route,
+        target: Target,
+        call: Call,
+        att: Attempt,
+        result: StreamResult,
+        text_len: int,
+    ) -> None:
+        rec = att.rec
+        done = self.clock()
+        # A cancelled or broken stream has no final frame: count the tokens seen so far.
+        u = result.usage or estimated_usage(call, text_len)
+        rec.answered_by_upstream = True
+        rec.usage = u
+        rec.ttft = result.first_event_at - rec.started
+        rec.error = result.error
+        if result.cancelled:
+            rec.outcome = observe.CANCELLED
+        self._timings(rec, att)
+        route.balancer.report(
+            target.state,
+            Outcome(
+                ok=result.error is None and not result.cancelled,
+                latency=done - att.sent_at,
+                ttft=result.first_event_at - att.sent_at,
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+                cost=rec.cost,
+                failure="midstream" if result.error is not None else None,
+            ),
+        )
 
     # ------------------------------------------------------------------ headers
 
     def _gateway_headers(self, att: Attempt, target: Target) -> dict[str, str]:
-        return {"X-Gateway-Target": target.name, "X-Gateway-Attempts": str(att.count)}
+        return {"X-Gateway-Target": target.name, "X-Gateway-Attempts": str(att.rec.attempts)}
 
     def _success_headers(
         self, route: Route, att: Attempt, target: Target, call: Call
     ) -> dict[str, str]:
         headers = {
             "X-Kong-Upstream-Latency": str(int((att.headers_at - att.sent_at) * 1000)),
-            "X-Kong-Proxy-Latency": str(int((att.sent_at - att.started) * 1000)),
+            "X-Kong-Proxy-Latency": str(int((att.sent_at - att.rec.started) * 1000)),
             "X-Gateway-Target": target.name,
-            "X-Gateway-Attempts": str(att.count),
+            "X-Gateway-Attempts": str(att.rec.attempts),
         }
         if route.cfg.model_name_header:
             headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
         return headers
+
+
+def _outcome(rec: RequestRecord) -> str:
+    if rec.status == 200:
+        return observe.SUCCESS if rec.error is None else observe.UPSTREAM_ERROR
+    if 400 <= rec.status < 500:
+        return observe.CLIENT_ERROR
+    return observe.UPSTREAM_ERROR
 
 
 def _retry_after(pool: list[Any], now: float) -> int:
@@ -351,25 +396,3 @@ def _retryable(failure: Failure, criteria: tuple[str, ...]) -> bool:
     # A read timeout after the request went out may still be generating upstream:
     # only retried when the operator accepts duplicate work (SPEC §6.2).
     return not failure.read_timeout or "non_idempotent" in criteria
-
-
-def _parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
-    """SPEC §3.1 steps 2–3, whatever the Content-Type (Kong#14536)."""
-    try:
-        body = loads(raw) if raw else None
-    except JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise GatewayError(400, errors.NO_PROMPTS)
-    messages = body.get("messages")
-    has_messages = isinstance(messages, list) and len(messages) > 0
-    has_prompt = isinstance(body.get("prompt"), str)
-    if not has_messages and not has_prompt:
-        raise GatewayError(400, errors.NO_PROMPTS)
-    if has_messages and has_prompt:
-        raise GatewayError(400, errors.MULTIPLE_FORMATS)
-    if has_messages and route_type == COMPLETIONS:
-        raise GatewayError(400, errors.incompatible_format(CHAT, COMPLETIONS))
-    if has_prompt and route_type == CHAT:
-        raise GatewayError(400, errors.incompatible_format(COMPLETIONS, CHAT))
-    return body

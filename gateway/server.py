@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import errors
+from .accesslog import AccessLog
 from .config import Config
 from .errors import error_response
 from .jsonutil import dumps
+from .metrics import Metrics
 from .pipeline import Gateway
 from .routing import Router, build_route
 from .upstream import make_session
@@ -36,6 +39,8 @@ class GatewayServer:
         self.ready = False
         self.draining = False
         self.router = Router([build_route(r, clock) for r in config.routes])
+        self.metrics = Metrics(self.router.routes, clock)
+        self.access_log = AccessLog()
         self.gateway: Gateway | None = None
         self._proxy_runner: web.AppRunner | None = None
         self._status_runner: web.AppRunner | None = None
@@ -56,6 +61,7 @@ class GatewayServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
@@ -74,6 +80,11 @@ class GatewayServer:
         state = "draining" if self.draining else "starting"
         return web.Response(status=503, body=dumps({"status": state}), content_type=_JSON)
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(
@@ -84,7 +95,9 @@ class GatewayServer:
         status_port: int | None = None,
     ) -> None:
         s = self.config.server
-        self.gateway = Gateway(make_session(), clock=self.clock)
+        self.gateway = Gateway(
+            make_session(), clock=self.clock, observers=(self.metrics, self.access_log)
+        )
         self._status_runner = web.AppRunner(self.status_app(), access_log=None)
         await self._status_runner.setup()
         status_site = web.TCPSite(

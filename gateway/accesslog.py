@@ -1,0 +1,107 @@
+"""Structured access log: one JSON line per request, opt-in per target (SPEC §7, Kong's
+`logging.log_statistics` / `log_payloads`), with Kong's `ai.proxy.meta/usage/payload`.
+
+Auth values never appear: headers are not logged at all and a body auth parameter is
+removed from logged payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from .jsonutil import JSONDecodeError, dumps, loads
+from .observe import RequestRecord
+
+ACCESS_LOGGER = "llama_gateway.access"
+
+
+def configure(stream: Any = None) -> None:
+    """Access lines go to stdout as bare JSON (not through the root log format)."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not any(getattr(h, "_llama_access", False) for h in logger.handlers):
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._llama_access = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+class AccessLog:
+    def __init__(self) -> None:
+        self.log = logging.getLogger(ACCESS_LOGGER)
+
+    def finished(self, rec: RequestRecord) -> None:
+        target = rec.target
+        if target is None or not target.cfg.logging.log_statistics:
+            return
+        self.log.info("%s", self.line(rec).decode())
+
+    @staticmethod
+    def line(rec: RequestRecord) -> bytes:
+        target = rec.target
+        u = rec.usage
+        completion = u.completion_tokens if u else 0
+        gen = rec.duration - (rec.ttft or 0.0) if rec.stream else rec.duration
+        usage: dict[str, Any] = {
+            "prompt_tokens": u.prompt_tokens if u else 0,
+            "completion_tokens": completion,
+            "total_tokens": u.total_tokens if u else 0,
+            "cost": rec.cost,
+            "time_per_token": round(gen * 1000 / completion, 3) if completion else None,
+            "time_to_first_token": round(rec.ttft * 1000, 3) if rec.ttft is not None else None,
+            "estimated": bool(u and u.estimated),
+        }
+        proxy: dict[str, Any] = {
+            "meta": {
+                "provider_name": "llama2",
+                "request_model": rec.request_model,
+                "response_model": rec.response_model,
+                "llm_latency": round((rec.upstream_latency or 0.0) * 1000, 3),
+                "request_mode": "stream" if rec.stream else "oneshot",
+                "route_type": rec.route.cfg.route_type,
+            },
+            "usage": usage,
+        }
+        if target.cfg.logging.log_payloads:
+            proxy["payload"] = {
+                "request": _redacted(rec.request_body, target),
+                "response": (rec.response_body or b"").decode("utf-8", "replace"),
+            }
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.wall_started))
+            + f".{int(rec.wall_started % 1 * 1000):03d}Z",
+            "route": rec.route.name,
+            "status": rec.status,
+            "outcome": rec.outcome,
+            "target": target.name,
+            "attempts": rec.attempts,
+            "tried_targets": [t.name for t, _ in rec.failures] + [target.name],
+            "latency_ms": round(rec.duration * 1000, 3),
+            "ai": {"proxy": proxy},
+        }
+        if rec.error:
+            entry["error"] = rec.error
+        return dumps(entry)
+
+
+def _redacted(body: bytes | None, target: Any) -> str:
+    if not body:
+        return ""
+    auth = target.cfg.auth
+    secrets = auth.secrets()
+    if auth.param_location == "body" and auth.param_name:
+        try:
+            doc = loads(body)
+        except JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and auth.param_name in doc:
+            doc[auth.param_name] = "[redacted]"
+            body = dumps(doc)
+    text = body.decode("utf-8", "replace")
+    for secret in secrets:  # a client may have pasted our own key anywhere
+        text = text.replace(secret, "[redacted]")
+    return text

@@ -1,0 +1,69 @@
+"""Client request intake: size limit, JSON, prompt/format checks (SPEC §3.1 steps 1–3, 5)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from . import errors
+from .adapters.base import Call
+from .config import CHAT, COMPLETIONS, RouteConfig
+from .errors import GatewayError
+from .jsonutil import JSONDecodeError, loads
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed `limit` (0 = none)."""
+    if limit and request.content_length is not None and request.content_length > limit:
+        raise GatewayError(413, errors.BODY_TOO_LARGE)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise GatewayError(413, errors.BODY_TOO_LARGE) from None
+    if limit and len(raw) > limit:
+        raise GatewayError(413, errors.BODY_TOO_LARGE)
+    return raw
+
+
+def parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
+    """Steps 2–3, whatever the Content-Type (Kong#14536 let other types bypass checks)."""
+    try:
+        body = loads(raw) if raw else None
+    except JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise GatewayError(400, errors.NO_PROMPTS)
+    messages = body.get("messages")
+    has_messages = isinstance(messages, list) and len(messages) > 0
+    has_prompt = isinstance(body.get("prompt"), str)
+    if not has_messages and not has_prompt:
+        raise GatewayError(400, errors.NO_PROMPTS)
+    if has_messages and has_prompt:
+        raise GatewayError(400, errors.MULTIPLE_FORMATS)
+    if has_messages and route_type == COMPLETIONS:
+        raise GatewayError(400, errors.incompatible_format(CHAT, COMPLETIONS))
+    if has_prompt and route_type == CHAT:
+        raise GatewayError(400, errors.incompatible_format(COMPLETIONS, CHAT))
+    return body
+
+
+def make_call(cfg: RouteConfig, body: dict[str, Any], created: int) -> Call:
+    """Step 5 (streaming mode) and the adapter-facing view of the request."""
+    stream = body.get("stream") is True
+    if cfg.response_streaming == "deny":
+        if stream:
+            raise GatewayError(400, errors.STREAMING_DISABLED)
+    elif cfg.response_streaming == "always":
+        stream = True
+    opts = body.get("stream_options")
+    return Call(
+        route_type=cfg.route_type,
+        body=body,
+        model=None,
+        stream=stream,
+        include_usage=stream and isinstance(opts, dict) and opts.get("include_usage") is True,
+        id=("chatcmpl-" if cfg.route_type == CHAT else "cmpl-") + uuid.uuid4().hex[:24],
+        created=created,
+    )

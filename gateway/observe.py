@@ -1,0 +1,62 @@
+"""What the pipeline tells observers about one finished client request.
+
+The pipeline fills a `RequestRecord` as it goes and hands it to every observer once, at
+the end (also when the client went away). Observers (metrics, access log) never reach
+into aiohttp requests; everything they may use is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .adapters.base import Usage
+
+# Outcomes (a small fixed set: metric label values).
+SUCCESS = "success"
+CLIENT_ERROR = "client_error"  # rejected by the gateway (4xx) or an upstream 4xx passed through
+UPSTREAM_ERROR = "upstream_error"  # upstream 5xx, transport failure, broken stream, none healthy
+GATEWAY_ERROR = "gateway_error"  # our own fault (internal error)
+CANCELLED = "cancelled"  # the client went away before the answer was complete
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    route: Any  # routing.Route
+    started: float  # monotonic
+    wall_started: float
+    stream: bool = False
+    body_size: int = 0
+    status: int = 0
+    outcome: str = ""
+    target: Any = None  # routing.Target that produced the answer (or the last one tried)
+    answered_by_upstream: bool = False  # an upstream's answer (any status) reached the client
+    request_model: str | None = None  # the client's `model` value, when a string
+    response_model: str | None = None  # effective model sent upstream
+    attempts: int = 0
+    failures: list[tuple[Any, str]] = field(
+        default_factory=list
+    )  # (Target, reason) per failed attempt
+    proxy_latency: float | None = None  # seconds spent before the answering attempt was sent
+    upstream_latency: float | None = None  # seconds from sending to the upstream's response head
+    ttft: float | None = None  # seconds from request start to the first answer byte
+    duration: float = 0.0  # seconds, whole request (for streams the whole stream)
+    usage: Usage | None = None
+    error: str | None = None  # gateway-made error text, or the mid-stream error
+    request_body: bytes | None = None  # only kept when a target has log_payloads
+    response_body: bytes | None = None
+
+    @property
+    def cost(self) -> float:
+        t = self.target
+        u = self.usage
+        if t is None or u is None:
+            return 0.0
+        o = t.cfg.options
+        return (
+            u.prompt_tokens * (o.input_cost or 0.0) + u.completion_tokens * (o.output_cost or 0.0)
+        ) / 1e6
+
+
+class Observer(Protocol):
+    def finished(self, rec: RequestRecord) -> None: ...
