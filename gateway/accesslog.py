@@ -68,7 +68,7 @@ class AccessLog:
         }
         if target.cfg.logging.log_payloads:
             proxy["payload"] = {
-                "request": _redacted(rec.request_body, target),
+                "request": _redacted(rec.request_body, target, rec.route.secrets),
                 "response": (rec.response_body or b"").decode("utf-8", "replace"),
             }
         entry = {
@@ -88,11 +88,10 @@ class AccessLog:
         return dumps(entry)
 
 
-def _redacted(body: bytes | None, target: Any) -> str:
+def _redacted(body: bytes | None, target: Any, secrets: tuple[str, ...]) -> str:
     if not body:
         return ""
     auth = target.cfg.auth
-    secrets = auth.secrets()
     if auth.param_location == "body" and auth.param_name:
         try:
             doc = loads(body)
@@ -102,6 +101,6 @@ def _redacted(body: bytes | None, target: Any) -> str:
             doc[auth.param_name] = "[redacted]"
             body = dumps(doc)
     text = body.decode("utf-8", "replace")
-    for secret in secrets:  # a client may have pasted our own key anywhere
+    for secret in secrets:  # any of the route's keys, wherever a client pasted it
         text = text.replace(secret, "[redacted]")
     return text

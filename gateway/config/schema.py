@@ -104,7 +104,16 @@ class AuthConfig:
     allow_override: bool = False
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(v for v in (self.header_value, self.param_value) if v)
+        """Values that must never be shown: each auth value and, for a header like
+        `Bearer <token>`, the token on its own."""
+        out: list[str] = []
+        for v in (self.header_value, self.param_value):
+            if v:
+                out.append(v)
+                token = v.partition(" ")[2].strip()
+                if len(token) >= 4:
+                    out.append(token)
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

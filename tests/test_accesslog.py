@@ -1,0 +1,89 @@
+"""Structured access log (opt-in per target) and secrets never showing anywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from helpers import route, target, url
+
+from gateway.accesslog import ACCESS_LOGGER, configure
+
+CHAT = [{"role": "user", "content": "hello there"}]
+SECRET = "sk-very-secret-value"
+PARAM_SECRET = "param-secret-value"
+
+
+def capture() -> io.StringIO:
+    buf = io.StringIO()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    configure(buf)
+    return buf
+
+
+async def test_log_statistics_and_payloads(upstream, gateway, http) -> None:
+    buf = capture()
+    up = await upstream("ollama")
+    quiet = target(up, "/api/chat")
+    loud = target(
+        up,
+        "/api/chat",
+        logging={"log_statistics": True, "log_payloads": True},
+        options={"input_cost": 1, "output_cost": 2},
+    )
+    gw = await gateway(route(quiet, name="quiet"), route(loud, path="/loud", name="loud"))
+    async with http.post(url(gw), json={"messages": CHAT}) as r:
+        assert r.status == 200
+    assert buf.getvalue() == "", "no access log unless log_statistics"
+    async with http.post(url(gw, "/loud"), json={"model": "llama2", "messages": CHAT}) as r:
+        answer = await r.read()
+    (line,) = buf.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["route"] == "loud" and entry["status"] == 200 and entry["outcome"] == "success"
+    assert entry["tried_targets"] == [entry["target"]] and entry["attempts"] == 1
+    meta = entry["ai"]["proxy"]["meta"]
+    assert meta["provider_name"] == "llama2"
+    assert meta["request_model"] == "llama2" and meta["response_model"] == "llama2"
+    assert meta["request_mode"] == "oneshot" and meta["llm_latency"] >= 0
+    usage = entry["ai"]["proxy"]["usage"]
+    sent = up.generation_requests()[-1].json
+    prompt = up.count_prompt_tokens(sent)
+    assert usage["prompt_tokens"] == prompt and usage["completion_tokens"] == 8
+    assert usage["total_tokens"] == prompt + 8
+    assert usage["cost"] == (prompt * 1 + 8 * 2) / 1e6
+    payload = entry["ai"]["proxy"]["payload"]
+    assert json.loads(payload["request"])["messages"] == CHAT
+    assert payload["response"] == answer.decode()
+
+
+async def test_secrets_never_in_metrics_status_or_access_log(upstream, gateway, http) -> None:
+    buf = capture()
+    up = await upstream("ollama")
+    t = target(
+        up,
+        "/api/chat",
+        auth={"header_name": "Authorization", "header_value": f"Bearer {SECRET}"},
+        logging={"log_statistics": True, "log_payloads": True},
+    )
+    b = target(
+        up,
+        "/api/chat",
+        auth={"param_name": "api_key", "param_value": PARAM_SECRET, "param_location": "body"},
+        logging={"log_statistics": True, "log_payloads": True},
+    )
+    gw = await gateway(route(t, b))
+    for _ in range(2):  # one request per target
+        body = {"messages": CHAT, "api_key": PARAM_SECRET, "note": SECRET}
+        async with http.post(url(gw), json=body) as r:
+            assert r.status == 200
+    assert {rec.json.get("api_key") for rec in up.generation_requests()} >= {PARAM_SECRET}
+    texts = [buf.getvalue()]
+    for path in ("/metrics", "/status", "/healthz", "/readyz"):
+        async with http.get(f"http://127.0.0.1:{gw.status_port}{path}") as r:
+            texts.append(await r.text())
+    for text in texts:
+        assert SECRET not in text and PARAM_SECRET not in text
+    assert len(buf.getvalue().splitlines()) == 2
