@@ -5,6 +5,17 @@ package, not the other way round.
 """
 
 from .base import Balancer, Outcome, PickContext, TargetState
-from .registry import make_balancer
+from .breaker import Breaker
+from .options import BalancerOptions
+from .registry import implemented, make_balancer
 
-__all__ = ["Balancer", "Outcome", "PickContext", "TargetState", "make_balancer"]
+__all__ = [
+    "Balancer",
+    "BalancerOptions",
+    "Breaker",
+    "Outcome",
+    "PickContext",
+    "TargetState",
+    "implemented",
+    "make_balancer",
+]

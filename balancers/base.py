@@ -3,14 +3,25 @@
 State lives on `TargetState`, in one place: algorithms read it to choose, and the
 pipeline (request outcomes), the breaker and the health checker write it. Everything
 runs on one event loop, so plain attributes are enough (no locks).
+
+`Balancer.pick()` and `Balancer.report()` are the same for every algorithm: `pick`
+filters with `eligible()`, lets the algorithm `choose()`, then lets the breaker claim a
+half-open trial; `report` updates latency, usage and breaker state (`scores`, `breaker`).
+Algorithms only implement `choose()`.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from . import scores
+from .breaker import Breaker
+from .options import BalancerOptions
 
 Clock = Callable[[], float]
 
@@ -24,11 +35,31 @@ class TargetState:
     requests: int = 0  # attempts sent to this target
     failures: int = 0  # attempts that failed (transport or failover-worthy status)
     healthy: bool = True  # active health checks (a target starts healthy)
-    open_until: float = 0.0  # circuit breaker: skipped while clock() < open_until
+    # Latency EWMA (seconds, or seconds per completion token under `tpot`). `samples`
+    # counts successful samples; ewma == inf with samples == 0 means "failed before any
+    # sample" (explored, but nothing fast is known about it).
+    ewma: float = 0.0
+    ewma_at: float = 0.0  # clock() of the last sample (for the adaptive alpha)
+    samples: int = 0
+    # Usage per tokens_count_strategy, as of `usage_at` (decays with a 60 s half-life).
+    usage: float = 0.0
+    usage_at: float = 0.0
+    # Passive circuit breaker. `breaker` is the stored state: closed | open | half_open
+    # ("half_open" = a trial request is in flight); use `breaker_state(now)` for display.
+    breaker: str = "closed"
+    fail_times: deque[float] = field(default_factory=deque)  # counted failures in window
+    open_until: float = 0.0  # skipped while clock() < open_until (Retry-After source)
+    trial_until: float = 0.0  # half-open trial claimed: skipped while clock() < trial_until
     last_change: float = field(default_factory=time.time)  # wall time of last health change
 
     def available(self, now: float) -> bool:
-        return self.healthy and now >= self.open_until
+        return self.healthy and now >= self.open_until and now >= self.trial_until
+
+    def breaker_state(self, now: float) -> str:
+        """closed | open | half_open, as an operator would name it right now."""
+        if self.breaker == "closed":
+            return "closed"
+        return "open" if now < self.open_until else "half_open"
 
 
 @dataclass(slots=True)
@@ -53,17 +84,42 @@ class Outcome:
     status: int | None = None  # upstream HTTP status when failure == "status"
 
 
+def rotation_start(pool: Sequence[TargetState], last: int) -> int:
+    """Position in `pool` (config order) of the first target after index `last`, wrapping.
+
+    Scanning from there and keeping the first strict minimum breaks ties round-robin.
+    """
+    for pos, s in enumerate(pool):
+        if s.index > last:
+            return pos
+    return 0
+
+
 class Balancer(ABC):
     """Chooses one target among `candidates` for one attempt of one request.
 
     `candidates` is the subset allowed by the request (model rules) in config order;
     the balancer skips unavailable targets and, while an untried one exists, tried ones.
     Returning None means: no target can be tried now.
+
+    Every pick must be followed by exactly one `report()` (the attempt ran) or one
+    `release()` (it did not, or ended without an outcome), so that a half-open breaker
+    trial is never held forever (`options.trial_timeout` is only a safety net).
     """
 
-    def __init__(self, states: Sequence[TargetState], clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        states: Sequence[TargetState],
+        clock: Clock = time.monotonic,
+        options: BalancerOptions = BalancerOptions(),  # noqa: B008 (frozen, shared)
+        rng: random.Random | None = None,
+        wall: Clock = time.time,
+    ) -> None:
         self.states = list(states)
         self.clock = clock
+        self.options = options
+        self.rng = rng if rng is not None else random.Random()
+        self.breaker = Breaker(options, wall)
 
     def eligible(self, candidates: Sequence[TargetState], ctx: PickContext) -> list[TargetState]:
         now = self.clock()
@@ -74,8 +130,36 @@ class Balancer(ABC):
                 return fresh
         return avail
 
-    @abstractmethod
-    def pick(self, candidates: Sequence[TargetState], ctx: PickContext) -> TargetState | None: ...
+    def pick(self, candidates: Sequence[TargetState], ctx: PickContext) -> TargetState | None:
+        pool = self.eligible(candidates, ctx)
+        if not pool:
+            return None
+        state = pool[0] if len(pool) == 1 else self.choose(pool, ctx)
+        if state.breaker != "closed":
+            self.breaker.claim(state, self.clock())
+        return state
 
-    def report(self, state: TargetState, outcome: Outcome) -> None:  # noqa: B027
-        """Learn from an attempt; algorithms that score targets override this."""
+    @abstractmethod
+    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
+        """One of `pool` (non-empty, at least two, all eligible, config order)."""
+
+    def report(self, state: TargetState, outcome: Outcome) -> None:
+        """Learn from an attempt: latency, usage and breaker, whatever the algorithm."""
+        now = self.clock()
+        opts = self.options
+        failed = self.breaker.counts(outcome)
+        if outcome.ok:
+            scores.add_latency(state, outcome, opts.latency_strategy, now)
+        elif failed:
+            scores.penalize_latency(state)
+        scores.add_usage(state, outcome, opts.tokens_count_strategy, now)
+        self.breaker.record(state, failed, now)
+
+    def score(self, state: TargetState, now: float) -> float | None:
+        """The number this algorithm ranks targets by, for /status and metrics; None
+        for algorithms that keep no score (round-robin, hashing, priority, …)."""
+        return None
+
+    def release(self, state: TargetState) -> None:
+        """A pick that will not be reported: give back its half-open trial, if any."""
+        self.breaker.release(state)

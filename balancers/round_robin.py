@@ -12,27 +12,31 @@ from collections.abc import Sequence
 from .base import Balancer, PickContext, TargetState
 
 
-class RoundRobin(Balancer):
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self._credit = [0] * len(self.states)
+class SmoothWeighted:
+    """The credit table, shared by algorithms that fall back to round-robin."""
 
-    def pick(self, candidates: Sequence[TargetState], ctx: PickContext) -> TargetState | None:
-        pool = self.eligible(candidates, ctx)
-        if not pool:
-            return None
-        if len(pool) == 1:
-            return pool[0]
-        credit = self._credit
+    def __init__(self, size: int) -> None:
+        self.credit = [0] * size
+
+    def choose(self, pool: Sequence[TargetState]) -> TargetState:
+        credit = self.credit
         total = 0
-        best: TargetState | None = None
-        best_credit = 0
+        best = pool[0]
+        best_credit = None
         for s in pool:
             c = credit[s.index] + s.weight
             credit[s.index] = c
             total += s.weight
-            if best is None or c > best_credit:
+            if best_credit is None or c > best_credit:
                 best, best_credit = s, c
-        assert best is not None
         credit[best.index] -= total
         return best
+
+
+class RoundRobin(Balancer):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._smooth = SmoothWeighted(len(self.states))
+
+    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
+        return self._smooth.choose(pool)

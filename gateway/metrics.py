@@ -388,5 +388,7 @@ class _LiveCollector(Collector):
                 in_flight.add_metric(lv, s.in_flight)
                 healthy.add_metric(lv, 1.0 if s.healthy else 0.0)
                 circuit.add_metric(lv, 1.0 if s.open_until > now else 0.0)
-                score.add_metric(lv, getattr(route.balancer, "score", lambda s, now: 0.0)(s, now))
+                value = route.balancer.score(s, now)
+                if value is not None:
+                    score.add_metric(lv, value)
         return [in_flight, healthy, circuit, score]

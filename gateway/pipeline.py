@@ -133,6 +133,7 @@ class Gateway:
                 upstream_body = target.adapter.build(call, target.cfg.options)
             except TransformError:
                 # This target's dialect cannot carry the request; another one may.
+                route.balancer.release(state)
                 untransformable = errors.transforming_to(call.route_type, target.adapter.format)
                 pool = [s for s in pool if s is not state]  # a copy: candidates are shared
                 continue
@@ -207,6 +208,11 @@ class Gateway:
             return self._failed(route, target, classify(exc))
         except StreamFailure as exc:
             return self._failed(route, target, exc.failure)
+        except asyncio.CancelledError:
+            # The client left mid-attempt: no outcome to learn from, but a half-open
+            # breaker trial held by this pick must be handed back (no-op otherwise).
+            route.balancer.release(state)
+            raise
         finally:
             state.in_flight -= 1
             if resp is not None:

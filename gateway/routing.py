@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from balancers import Balancer, TargetState, make_balancer
+from balancers import Balancer, BalancerOptions, TargetState, make_balancer
 from balancers.base import Clock
 
 from . import errors
@@ -141,13 +141,24 @@ class Route:
         return found
 
 
+def _balancer_options(cfg: RouteConfig) -> BalancerOptions:
+    b = cfg.balancer
+    return BalancerOptions(
+        latency_strategy=b.latency_strategy,
+        tokens_count_strategy=b.tokens_count_strategy,
+        slots=b.slots,
+        max_fails=b.max_fails,
+        fail_timeout=b.fail_timeout / 1000,  # Kong's milliseconds
+    )
+
+
 def build_route(cfg: RouteConfig, clock: Clock) -> Route:
     targets = [_make_target(t, i) for i, t in enumerate(cfg.targets)]
     states = [t.state for t in targets]
     route = Route(
         cfg=cfg,
         targets=targets,
-        balancer=make_balancer(cfg.balancer.algorithm, states, clock),
+        balancer=make_balancer(cfg.balancer.algorithm, states, clock, _balancer_options(cfg)),
         timeout=client_timeout(cfg.balancer),
         secrets=cfg.secrets(),
     )

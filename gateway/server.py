@@ -25,6 +25,7 @@ from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
 from .routing import Router, build_route
+from .status import status_document
 from .upstream import make_session
 
 log = logging.getLogger("llama_gateway")
@@ -62,6 +63,7 @@ class GatewayServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/status", self._status)
         return app
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
@@ -84,6 +86,10 @@ class GatewayServer:
         return web.Response(
             body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        doc = status_document(self.router.routes, self.clock, self.ready, self.draining)
+        return web.Response(body=dumps(doc), content_type=_JSON)
 
     # ------------------------------------------------------------------ lifecycle
 

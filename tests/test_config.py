@@ -288,10 +288,3 @@ def test_check_command_prints_every_error(tmp_path: Path) -> None:
         timeout=60,
     )
     assert good.returncode == 0, good.stderr
-
-
-def test_valid_but_unimplemented_algorithm_is_named_as_such() -> None:
-    (err,) = errors_of(doc(balancer={"algorithm": "lowest-latency"}))
-    assert err.startswith(
-        "routes[0].config.balancer.algorithm: 'lowest-latency' is valid but not implemented yet"
-    )

@@ -1,0 +1,91 @@
+"""Passive circuit breaker (SPEC §6.3, Kong 3.13 semantics).
+
+closed → `max_fails` counted failures within a sliding window of `fail_timeout` → open
+(skipped) for `fail_timeout` → half-open: the next pick claims the single trial
+(`claim`), and others skip the target until that trial is reported:
+not a failure → closed with an empty count; a failure → open again.
+
+Choices: a success while closed does not clear the window (failures age out of it, so
+one lucky request between errors does not hide a flapping target). Reports that arrive
+while open come from attempts started before it opened and are ignored. While half-open,
+the first report decides, whichever request it comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .options import BalancerOptions
+
+if TYPE_CHECKING:
+    from .base import Outcome, TargetState
+
+# Upstream statuses that are target failures; other 4xx are the client's doing.
+FAILURE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Transport failures (pipeline reasons): Kong's `error`, `timeout`, `invalid_header`, and
+# a connection dropped mid-stream.
+FAILURE_REASONS = frozenset({"connect", "reset", "timeout", "invalid", "midstream"})
+
+
+class Breaker:
+    def __init__(self, options: BalancerOptions, wall: Callable[[], float]) -> None:
+        self.max_fails = options.max_fails
+        self.window = options.fail_timeout
+        self.trial_timeout = options.trial_timeout
+        self.wall = wall
+
+    @staticmethod
+    def counts(outcome: Outcome) -> bool:
+        """Is this outcome a target failure (breaker count, latency penalty)?"""
+        if outcome.ok or outcome.failure is None:
+            return False  # ok=False without a reason: the client went away
+        if outcome.failure == "status":
+            return outcome.status in FAILURE_STATUSES
+        return outcome.failure in FAILURE_REASONS
+
+    def record(self, s: TargetState, failed: bool, now: float) -> None:
+        if self.max_fails <= 0:
+            return
+        if s.breaker == "closed":
+            if failed:
+                self._count(s, now)
+        elif now < s.open_until:
+            return  # open: a late report from before it opened
+        elif failed:
+            self._open(s, now)
+        else:
+            self._close(s)
+
+    def claim(self, s: TargetState, now: float) -> None:
+        """The pick took a half-open target: it is the one trial; others skip it."""
+        s.breaker = "half_open"
+        s.trial_until = now + self.trial_timeout
+
+    def release(self, s: TargetState) -> None:
+        """The trial's pick was never used: half-open again, unclaimed."""
+        if s.breaker == "half_open":
+            s.breaker = "open"
+            s.trial_until = 0.0
+
+    def _count(self, s: TargetState, now: float) -> None:
+        times = s.fail_times
+        times.append(now)
+        # Only the last max_fails failures can decide; older ones or out of window go.
+        while len(times) > self.max_fails or now - times[0] >= self.window:
+            times.popleft()
+        if len(times) >= self.max_fails:
+            self._open(s, now)
+
+    def _open(self, s: TargetState, now: float) -> None:
+        s.breaker = "open"
+        s.open_until = now + self.window
+        s.trial_until = 0.0
+        s.fail_times.clear()
+        s.last_change = self.wall()
+
+    def _close(self, s: TargetState) -> None:
+        s.breaker = "closed"
+        s.trial_until = 0.0
+        s.fail_times.clear()
+        s.last_change = self.wall()

@@ -1,0 +1,32 @@
+"""lowest-usage (SPEC §6.1): lowest decayed usage ÷ weight; ties go round-robin."""
+
+from __future__ import annotations
+
+from .base import Balancer, PickContext, TargetState, rotation_start
+from .scores import usage_now
+
+
+class LowestUsage(Balancer):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._last = -1
+
+    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
+        now = self.clock()
+        n = len(pool)
+        start = rotation_start(pool, self._last)
+        best = pool[start]
+        best_score = usage_now(best, now) / best.weight
+        # Scanning from after the last pick keeps the first of equal scores: idle
+        # targets of equal weight alternate instead of the first one taking everything.
+        for k in range(1, n):
+            s = pool[(start + k) % n]
+            score = usage_now(s, now) / s.weight
+            if score < best_score:
+                best, best_score = s, score
+        self._last = best.index
+        return best
+
+    def score(self, state: TargetState, now: float) -> float:
+        """Usage (tokens or cost) decayed to now."""
+        return usage_now(state, now)

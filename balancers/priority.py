@@ -1,0 +1,28 @@
+"""priority (SPEC §6.1): targets of equal weight form a group, highest weight first.
+
+`eligible()` already drops unavailable targets and, while an untried one exists, the
+ones tried for this request, so "the highest weight in the pool" is exactly the group
+to use: a lower group appears only once every higher target is unavailable or tried.
+Inside the group, round-robin (equal weights, so plain rotation is the smooth order).
+"""
+
+from __future__ import annotations
+
+from .base import Balancer, PickContext, TargetState, rotation_start
+
+
+class Priority(Balancer):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._last = -1
+
+    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
+        top = max(s.weight for s in pool)
+        n = len(pool)
+        start = rotation_start(pool, self._last)
+        for k in range(n):
+            s = pool[(start + k) % n]
+            if s.weight == top:
+                self._last = s.index
+                return s
+        raise AssertionError("the top weight is in the pool")
