@@ -35,9 +35,11 @@ async def upstream() -> AsyncIterator[UpstreamFactory]:
 async def gateway() -> AsyncIterator[GatewayFactory]:
     servers: list[GatewayServer] = []
 
-    async def make(*routes: dict[str, Any], server: dict[str, Any] | None = None) -> GatewayServer:
+    async def make(
+        *routes: dict[str, Any], server: dict[str, Any] | None = None, **kwargs: Any
+    ) -> GatewayServer:
         raw = {"server": {"port": 0, "status_port": 0, **(server or {})}, "routes": list(routes)}
-        gw = GatewayServer(parse(raw, {}))
+        gw = GatewayServer(parse(raw, {}), **kwargs)
         await gw.start()
         servers.append(gw)
         return gw
