@@ -49,6 +49,7 @@ class TargetState:
     breaker: str = "closed"
     fail_times: deque[float] = field(default_factory=deque)  # counted failures in window
     open_until: float = 0.0  # skipped while clock() < open_until (Retry-After source)
+    opens: int = 0  # times the circuit opened (a counter: short open periods between scrapes)
     trial_until: float = 0.0  # half-open trial claimed: skipped while clock() < trial_until
     last_change: float = field(default_factory=time.time)  # wall time of last health change
 

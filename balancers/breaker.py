@@ -79,6 +79,7 @@ class Breaker:
 
     def _open(self, s: TargetState, now: float) -> None:
         s.breaker = "open"
+        s.opens += 1
         s.open_until = now + self.window
         s.trial_until = 0.0
         s.fail_times.clear()

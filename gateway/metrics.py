@@ -18,7 +18,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -380,6 +380,11 @@ class _LiveCollector(Collector):
             "Balancer score (lowest-latency: EWMA seconds; lowest-usage: decayed usage).",
             labels=labels,
         )
+        opens = CounterMetricFamily(
+            PREFIX + "circuit_opens",
+            "Times the circuit breaker opened (catches open periods shorter than a scrape).",
+            labels=labels,
+        )
         now = self.clock()
         for route in self.routes:
             for t in route.targets:
@@ -388,7 +393,8 @@ class _LiveCollector(Collector):
                 in_flight.add_metric(lv, s.in_flight)
                 healthy.add_metric(lv, 1.0 if s.healthy else 0.0)
                 circuit.add_metric(lv, 1.0 if s.open_until > now else 0.0)
+                opens.add_metric(lv, s.opens)
                 value = route.balancer.score(s, now)
                 if value is not None:
                     score.add_metric(lv, value)
-        return [in_flight, healthy, circuit, score]
+        return [in_flight, healthy, circuit, opens, score]
