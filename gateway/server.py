@@ -24,6 +24,7 @@ from .errors import error_response
 from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
+from .probes import build_health_checker
 from .routing import Router, build_route
 from .status import status_document
 from .upstream import make_session
@@ -42,6 +43,7 @@ class GatewayServer:
         self.router = Router([build_route(r, clock) for r in config.routes])
         self.metrics = Metrics(self.router.routes, clock)
         self.access_log = AccessLog()
+        self.health = build_health_checker(self.router.routes)
         self.gateway: Gateway | None = None
         self._proxy_runner: web.AppRunner | None = None
         self._status_runner: web.AppRunner | None = None
@@ -125,6 +127,9 @@ class GatewayServer:
         )
         await proxy_site.start()
         self.port = _bound_port(proxy_site)
+        if self.health is not None:
+            # First probes run now: a dead target is found before clients hit it.
+            await self.health.start()
         self.ready = True
 
     async def drain(self, timeout: float | None = None, force: asyncio.Event | None = None) -> None:
@@ -153,6 +158,9 @@ class GatewayServer:
         await self.stop()
 
     async def stop(self) -> None:
+        self.ready = False
+        if self.health is not None:
+            await self.health.stop()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
             self._proxy_runner = None

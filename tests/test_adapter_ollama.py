@@ -7,60 +7,28 @@ import copy
 from typing import Any
 
 import pytest
+from golden import CREATED, call, chunk, decode, events, model_options, split_invariant
 
 from gateway.adapters import get_adapter
 from gateway.adapters.base import Call, ResponseError, TransformError, Usage
 from gateway.adapters.common import DONE, ChunkWriter, sse, tuning
 from gateway.config import CHAT, COMPLETIONS
-from gateway.config.schema import ModelOptions, UpstreamURL
+from gateway.config.schema import ModelOptions
 from gateway.jsonutil import dumps, loads
 
 ADAPTER = get_adapter("ollama")
-CREATED = 1700000000
 
 
 def opts(**kw: Any) -> ModelOptions:
-    url = UpstreamURL("http", "127.0.0.1", 11434, "/api/chat")
-    return ModelOptions(llama2_format="ollama", upstream_url=url, **kw)
+    return model_options("ollama", 11434, "/api/chat", **kw)
 
 
-def call(
-    body: dict[str, Any],
-    route_type: str = CHAT,
-    model: str | None = "llama2",
-    stream: bool = False,
-    include_usage: bool = False,
-) -> Call:
-    rid = "chatcmpl-abc123" if route_type == CHAT else "cmpl-abc123"
-    return Call(route_type, body, model, stream, include_usage, rid, CREATED)
-
-
-def events(data: list[bytes]) -> list[Any]:
-    """Client events → parsed JSON (or the literal [DONE])."""
-    out = []
-    for event in data:
-        assert event.startswith(b"data: ") and event.endswith(b"\n\n"), event
-        payload = event[6:-2]
-        out.append("[DONE]" if payload == b"[DONE]" else loads(payload))
-    return out
-
-
-def run(c: Call, chunks: list[bytes], o: ModelOptions | None = None) -> tuple[list[bytes], Any]:
-    dec = ADAPTER.decoder(c, o or opts())
-    out: list[bytes] = []
-    for chunk in chunks:
-        out += dec.feed(chunk)
-    out += dec.finish()
-    return out, dec
+def run(c: Call, chunks: list[bytes]) -> tuple[list[bytes], Any]:
+    return decode(ADAPTER, c, opts(), chunks)
 
 
 def assert_split_invariant(c: Call, data: bytes) -> list[bytes]:
-    """Fed whole, byte by byte, and split in two at every position: same events."""
-    whole, _ = run(c, [data])
-    assert run(c, [data[i : i + 1] for i in range(len(data))])[0] == whole
-    for i in range(1, len(data)):
-        assert run(c, [data[:i], data[i:]])[0] == whole, i
-    return whole
+    return split_invariant(ADAPTER, c, opts(), data)
 
 
 # ------------------------------------------------------------------ fixtures (SPEC §8 shapes)
@@ -452,16 +420,6 @@ def test_chunk_writer_matches_full_serialisation(text: str) -> None:
 
 
 # ------------------------------------------------------------------ streaming
-
-
-def chunk(delta: dict[str, Any] | None, finish: str | None = None, model: str = "llama2") -> Any:
-    return {
-        "id": "chatcmpl-abc123",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
 
 
 def test_stream_chat_exact_events() -> None:

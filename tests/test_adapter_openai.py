@@ -7,49 +7,28 @@ import copy
 from typing import Any
 
 import pytest
+from golden import call, decode, model_options, split_invariant
 
 from gateway.adapters import ADAPTERS, get_adapter
 from gateway.adapters.base import Call, ResponseError, Usage
 from gateway.adapters.common import DONE
 from gateway.config import CHAT, COMPLETIONS
-from gateway.config.schema import ModelOptions, UpstreamURL
+from gateway.config.schema import ModelOptions
 from gateway.jsonutil import dumps, loads
 
 ADAPTER = get_adapter("openai")
-CREATED = 1700000000
 
 
 def opts(**kw: Any) -> ModelOptions:
-    url = UpstreamURL("http", "127.0.0.1", 8080, "/v1/chat/completions")
-    return ModelOptions(llama2_format="openai", upstream_url=url, **kw)
-
-
-def call(
-    body: dict[str, Any],
-    route_type: str = CHAT,
-    model: str | None = "llama2",
-    stream: bool = False,
-    include_usage: bool = False,
-) -> Call:
-    rid = "chatcmpl-abc123" if route_type == CHAT else "cmpl-abc123"
-    return Call(route_type, body, model, stream, include_usage, rid, CREATED)
+    return model_options("openai", 8080, "/v1/chat/completions", **kw)
 
 
 def run(c: Call, chunks: list[bytes]) -> tuple[list[bytes], Any]:
-    dec = ADAPTER.decoder(c, opts())
-    out: list[bytes] = []
-    for piece in chunks:
-        out += dec.feed(piece)
-    out += dec.finish()
-    return out, dec
+    return decode(ADAPTER, c, opts(), chunks)
 
 
 def assert_split_invariant(c: Call, data: bytes) -> list[bytes]:
-    whole, _ = run(c, [data])
-    assert run(c, [data[i : i + 1] for i in range(len(data))])[0] == whole
-    for i in range(1, len(data)):
-        assert run(c, [data[:i], data[i:]])[0] == whole, i
-    return whole
+    return split_invariant(ADAPTER, c, opts(), data)
 
 
 def test_registry() -> None:

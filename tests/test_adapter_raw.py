@@ -7,37 +7,25 @@ import copy
 from typing import Any
 
 import pytest
+from golden import CREATED, call, chunk, decode, events, model_options, split_invariant
 
 from gateway.adapters import get_adapter
 from gateway.adapters.base import Call, ResponseError, TransformError, Usage
 from gateway.adapters.common import DONE, estimate_tokens
 from gateway.config import CHAT, COMPLETIONS
-from gateway.config.schema import ModelOptions, UpstreamURL
+from gateway.config.schema import ModelOptions
 from gateway.jsonutil import dumps, loads
 
 ADAPTER = get_adapter("raw")
-CREATED = 1700000000
 
 
 def opts(**kw: Any) -> ModelOptions:
-    url = UpstreamURL("http", "127.0.0.1", 8080, "/completion")
-    return ModelOptions(llama2_format="raw", upstream_url=url, **kw)
+    return model_options("raw", 8080, "/completion", **kw)
 
 
 HF = opts()
 LLAMACPP = opts(raw_flavor="llamacpp")
 KONG = opts(chat_template="kong")
-
-
-def call(
-    body: dict[str, Any],
-    route_type: str = CHAT,
-    model: str | None = "llama2",
-    stream: bool = False,
-    include_usage: bool = False,
-) -> Call:
-    rid = "chatcmpl-abc123" if route_type == CHAT else "cmpl-abc123"
-    return Call(route_type, body, model, stream, include_usage, rid, CREATED)
 
 
 def chat(*pairs: tuple[str, Any]) -> dict[str, Any]:
@@ -49,30 +37,12 @@ def inputs(body: dict[str, Any], o: ModelOptions = HF, route_type: str = CHAT) -
     return out["prompt"] if o.raw_flavor == "llamacpp" else out["inputs"]
 
 
-def events(data: list[bytes]) -> list[Any]:
-    out = []
-    for event in data:
-        assert event.startswith(b"data: ") and event.endswith(b"\n\n"), event
-        payload = event[6:-2]
-        out.append("[DONE]" if payload == b"[DONE]" else loads(payload))
-    return out
-
-
 def run(c: Call, o: ModelOptions, chunks: list[bytes]) -> tuple[list[bytes], Any]:
-    dec = ADAPTER.decoder(c, o)
-    out: list[bytes] = []
-    for piece in chunks:
-        out += dec.feed(piece)
-    out += dec.finish()
-    return out, dec
+    return decode(ADAPTER, c, o, chunks)
 
 
 def assert_split_invariant(c: Call, o: ModelOptions, data: bytes) -> list[bytes]:
-    whole, _ = run(c, o, [data])
-    assert run(c, o, [data[i : i + 1] for i in range(len(data))])[0] == whole
-    for i in range(1, len(data)):
-        assert run(c, o, [data[:i], data[i:]])[0] == whole, i
-    return whole
+    return split_invariant(ADAPTER, c, o, data)
 
 
 # ------------------------------------------------------------------ llama2 (Meta) template
@@ -447,16 +417,6 @@ def test_llamacpp_parse_errors(body: bytes) -> None:
 
 
 # ------------------------------------------------------------------ streams
-
-
-def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-abc123",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": "llama2",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
 
 
 def usage_chunk(p: int, c: int) -> dict[str, Any]:

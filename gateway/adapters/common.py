@@ -1,5 +1,6 @@
 """Helpers the adapters share: tuning (SPEC §3.4), message text, OpenAI response and
-chunk shapes, token estimates, and the decoder base for the dialects we translate (§5).
+chunk shapes, token estimates, and the decoder bases: the frame loop every dialect
+shares, and the chunk order for the dialects we translate (§5).
 
 Streaming is the hot path: a `ChunkWriter` serialises the parts of a chunk that never
 change (id, object, created, model) once per stream, so each relayed token costs one
@@ -222,27 +223,26 @@ class ChunkWriter:
         return self._head + b'[],"usage":' + dumps(usage_dict(usage)) + b"}\n\n"
 
 
-class TranslatingDecoder(StreamDecoder):
-    """Base of the decoders that turn a non-OpenAI stream into OpenAI chunks.
-
-    Subclasses split frames (NDJSON or SSE) and call `_text`, `_delta`, `_final` and
-    `_fail` from `_frame`. This class keeps the order of §5: the first chat chunk carries
-    `"role":"assistant"`; the end is the final chunk (`delta: {}` + finish_reason), the
-    usage chunk when the client asked for it, then [DONE]; an error is one error event
-    and nothing after it.
-    """
+class FramedDecoder(StreamDecoder):
+    """Base of every decoder: the splitter cuts the upstream bytes into complete frames
+    (NDJSON lines or SSE payloads), `_frame` turns each into client events, and `_eof`
+    says what the end of the upstream means once the last frames are in. A decoder that
+    has ended (`_closed`: done or failed) reads nothing more."""
 
     def __init__(self, call: Call, splitter: Any) -> None:
         super().__init__()
         self.call = call
         self._split = splitter
         self._chat = call.route_type == CHAT
-        self._writer: ChunkWriter | None = None
         self._closed = False
 
     @abstractmethod
     def _frame(self, frame: bytes, out: list[bytes]) -> None:
         """One complete upstream frame → zero or more client events appended to out."""
+
+    @abstractmethod
+    def _eof(self, out: list[bytes]) -> None:
+        """Upstream EOF with the decoder still open: end cleanly or `_fail`."""
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._closed:
@@ -262,8 +262,31 @@ class TranslatingDecoder(StreamDecoder):
             self._frame(frame, out)
             if self._closed:
                 return out
-        self._fail(CLOSED_EARLY, out)
+        self._eof(out)
         return out
+
+    def _fail(self, message: str, out: list[bytes]) -> None:
+        out.append(error_event(message))
+        self.error = message
+        self._closed = True
+
+
+class TranslatingDecoder(FramedDecoder):
+    """Base of the decoders that turn a non-OpenAI stream into OpenAI chunks.
+
+    Subclasses split frames (NDJSON or SSE) and call `_text`, `_delta`, `_final` and
+    `_fail` from `_frame`. This class keeps the order of §5: the first chat chunk carries
+    `"role":"assistant"`; the end is the final chunk (`delta: {}` + finish_reason), the
+    usage chunk when the client asked for it, then [DONE]; an error is one error event
+    and nothing after it. An upstream that closes before its final frame is an error.
+    """
+
+    def __init__(self, call: Call, splitter: Any) -> None:
+        super().__init__(call, splitter)
+        self._writer: ChunkWriter | None = None
+
+    def _eof(self, out: list[bytes]) -> None:
+        self._fail(CLOSED_EARLY, out)
 
     # -------------------------------------------------------------- for subclasses
 
@@ -304,11 +327,6 @@ class TranslatingDecoder(StreamDecoder):
         out.append(DONE)
         self.usage = usage
         self.done = self._closed = True
-
-    def _fail(self, message: str, out: list[bytes]) -> None:
-        out.append(error_event(message))
-        self.error = message
-        self._closed = True
 
     def _estimated_usage(self) -> Usage:
         return estimated_usage(self.call, self.completion_text_len)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import CHAT, ModelOptions
+from ..config import ModelOptions
 from ..framing import SSESplitter
 from ..jsonutil import JSONDecodeError, loads
-from .base import Adapter, Call, Parsed, ResponseError, StreamDecoder, Usage
+from .base import Adapter, Call, Parsed, ResponseError, Usage
 from .common import (
     CLOSED_EARLY,
     DONE,
-    error_event,
+    FramedDecoder,
     error_message,
     estimated_usage,
     tuning,
@@ -67,7 +67,7 @@ def _choice_text_len(choices: list[Any]) -> int:
     return n
 
 
-class OpenAIDecoder(StreamDecoder):
+class OpenAIDecoder(FramedDecoder):
     """Relays each upstream event unchanged (`data: <payload>\\n\\n`), [DONE] included.
 
     On the way it reads `usage` (any chunk where it is not null), the generated text
@@ -77,42 +77,11 @@ class OpenAIDecoder(StreamDecoder):
     """
 
     def __init__(self, call: Call) -> None:
-        super().__init__()
-        self.call = call
-        self._chat = call.route_type == CHAT
-        self._split = SSESplitter()
-        self._closed = False
+        super().__init__(call, SSESplitter())
         self._finished = False
         self._reported: Usage | None = None
 
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._closed:
-            return []
-        out: list[bytes] = []
-        for payload in self._split.feed(data):
-            self._event(payload, out)
-            if self._closed:
-                break
-        return out
-
-    def finish(self) -> list[bytes]:
-        if self._closed:
-            return []
-        out: list[bytes] = []
-        for payload in self._split.flush():
-            self._event(payload, out)
-            if self._closed:
-                return out
-        if self._finished:
-            out.append(DONE)
-            self._end()
-        else:
-            out.append(error_event(CLOSED_EARLY))
-            self.error = CLOSED_EARLY
-            self._closed = True
-        return out
-
-    def _event(self, payload: bytes, out: list[bytes]) -> None:
+    def _frame(self, payload: bytes, out: list[bytes]) -> None:
         if payload == b"[DONE]":
             out.append(DONE)
             self._end()
@@ -123,15 +92,19 @@ class OpenAIDecoder(StreamDecoder):
             obj = None
         if isinstance(obj, dict):
             if "error" in obj and not obj.get("choices"):
-                message = error_message(obj["error"])
-                out.append(error_event(message))
-                self.error = message
-                self._closed = True
+                self._fail(error_message(obj["error"]), out)
                 return
             self._read(obj)
         if b"\n" in payload:  # a multi-line data field stays multi-line
             payload = payload.replace(b"\n", b"\ndata: ")
         out.append(b"data: " + payload + b"\n\n")
+
+    def _eof(self, out: list[bytes]) -> None:
+        if self._finished:
+            out.append(DONE)
+            self._end()
+        else:
+            self._fail(CLOSED_EARLY, out)
 
     def _read(self, obj: dict[str, Any]) -> None:
         if self.model is None and isinstance(obj.get("model"), str):

@@ -122,17 +122,6 @@ class OllamaDialect(Dialect):
 
     # -- generation -------------------------------------------------------------------
 
-    def _validate(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
-        body = body_of(request)
-        if body is None:
-            return _error(400, self._json_error(request))
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return _error(400, "model is required")
-        if not self.known(model):
-            return self.status_error(404, model)
-        return body, model
-
     def _json_error(self, request: web.Request) -> str:
         # Go's encoding/json wording, which Ollama passes through.
         rec = received_of(request)
@@ -145,40 +134,23 @@ class OllamaDialect(Dialect):
         return f"invalid character '{chr(raw[0])}' looking for beginning of value"
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        checked = self._validate(request)
-        if isinstance(checked, web.Response):
-            return checked
-        body, model = checked
-        if not body.get("messages"):
-            # Ollama answers an empty conversation by just loading the model.
-            return self._loaded(model, {"message": {"role": "assistant", "content": ""}})
-        return await self._run(request, body, model, chat=True)
+        return await self._complete(request, chat=True)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        checked = self._validate(request)
-        if isinstance(checked, web.Response):
-            return checked
-        body, model = checked
-        if not body.get("prompt"):
-            return self._loaded(model, {"response": ""})
-        return await self._run(request, body, model, chat=False)
+        return await self._complete(request, chat=False)
 
-    def _loaded(self, model: str, payload: dict[str, Any]) -> web.Response:
-        return json_response(
-            {
-                "model": model,
-                "created_at": created_at(),
-                **payload,
-                "done_reason": "load",
-                "done": True,
-            },
-            200,
-            _JSON,
-        )
-
-    async def _run(
-        self, request: web.Request, body: dict[str, Any], model: str, *, chat: bool
-    ) -> web.StreamResponse:
+    async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        body = body_of(request)
+        if body is None:
+            return _error(400, self._json_error(request))
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "model is required")
+        if not self.known(model):
+            return self.status_error(404, model)
+        if not body.get("messages" if chat else "prompt"):
+            # Ollama answers an empty conversation or prompt by just loading the model.
+            return self._loaded(model, _content(chat, ""))
         options = body.get("options")
         options = options if isinstance(options, dict) else {}
         plan = self.core.plan(
@@ -198,6 +170,25 @@ class OllamaDialect(Dialect):
             plan=plan,
         )
 
+    def _loaded(self, model: str, payload: dict[str, Any]) -> web.Response:
+        return json_response(
+            {
+                "model": model,
+                "created_at": created_at(),
+                **payload,
+                "done_reason": "load",
+                "done": True,
+            },
+            200,
+            _JSON,
+        )
+
+
+def _content(chat: bool, text: str) -> dict[str, Any]:
+    if chat:
+        return {"message": {"role": "assistant", "content": text}}
+    return {"response": text}
+
 
 class _Reply:
     def __init__(self, chat: bool, model: str, plan: Plan) -> None:
@@ -205,11 +196,6 @@ class _Reply:
         self.model = model
         self.plan = plan
         self.started = time.perf_counter_ns()
-
-    def _content(self, text: str) -> dict[str, Any]:
-        if self.chat:
-            return {"message": {"role": "assistant", "content": text}}
-        return {"response": text}
 
     def _stats(self) -> dict[str, Any]:
         p, n = self.plan.prompt_tokens, self.plan.n
@@ -229,7 +215,7 @@ class _Reply:
 
     def _final(self, text: str) -> dict[str, Any]:
         done_reason = "length" if self.plan.finish == "length" else "stop"
-        head = {"model": self.model, "created_at": created_at(), **self._content(text)}
+        head = {"model": self.model, "created_at": created_at(), **_content(self.chat, text)}
         if self.chat:
             return {**head, "done_reason": done_reason, "done": True, **self._stats()}
         context = list(range(1, self.plan.prompt_tokens + self.plan.n + 1))
@@ -249,7 +235,7 @@ class _Reply:
             line = {
                 "model": self.model,
                 "created_at": created_at(),
-                **self._content(tok),
+                **_content(self.chat, tok),
                 "done": False,
             }
             yield jsonutil.dumps(line) + b"\n"
