@@ -1,0 +1,121 @@
+"""Active health checks through the gateway (SPEC §6.4): bad targets are kept out before
+a client request hits them, and come back after enough good probes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from helpers import route, target, url
+
+from gateway.probes import probe_path, probe_spec
+from gateway.sim import Behaviour
+
+CHAT = [{"role": "user", "content": "hi"}]
+FAST = {
+    "active": {
+        "timeout": 1,
+        "healthy": {"interval": 0.05, "successes": 2},
+        "unhealthy": {"interval": 0.05, "http_failures": 1, "tcp_failures": 1, "timeouts": 1},
+    }
+}
+
+
+async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition driven by probes (bounded; never a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def with_health(r: dict[str, Any]) -> dict[str, Any]:
+    r["config"]["balancer"]["healthchecks"] = FAST
+    return r
+
+
+async def test_dead_target_is_kept_out_before_any_client_request(upstream, gateway, http) -> None:
+    good = await upstream("ollama")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    gw = await gateway(
+        with_health(
+            route(target(f"http://127.0.0.1:{dead_port}/api/chat", ""), target(good, "/api/chat"))
+        )
+    )
+    dead_state = gw.router.routes[0].targets[0].state
+    await eventually(lambda: not dead_state.healthy)
+    for _ in range(10):
+        async with http.post(url(gw), json={"messages": CHAT}) as r:
+            assert r.status == 200
+            assert r.headers["X-Gateway-Attempts"] == "1", "never tried: the probe found it first"
+    # It comes back after `successes` good probes once something listens there.
+    revived = await upstream("ollama")
+    await revived.stop()
+    await revived.start(port=dead_port)
+    await eventually(lambda: dead_state.healthy)
+    for _ in range(4):
+        async with http.post(url(gw), json={"messages": CHAT}) as r:
+            assert r.status == 200
+    assert len(revived.generation_requests()) == 2
+    probes = [r for r in revived.received if r.method == "GET"]
+    assert probes and all(p.path == "/" for p in probes)
+
+
+async def test_loading_llamacpp_is_not_chosen_until_ready(upstream, gateway, http) -> None:
+    loading = await upstream("llamacpp", behaviour=Behaviour(loading=True))
+    other = await upstream("llamacpp")
+    t = [
+        target(u, "/completion", fmt="raw", options={"raw_flavor": "llamacpp", "max_tokens": 2})
+        for u in (loading, other)
+    ]
+    gw = await gateway(with_health(route(*t)))
+    state = gw.router.routes[0].targets[0].state
+    await eventually(lambda: not state.healthy)
+    for _ in range(6):
+        async with http.post(url(gw), json={"messages": CHAT}) as r:
+            assert r.status == 200
+    assert loading.generation_requests() == []
+    loading.behaviour.loading = False
+    await eventually(lambda: state.healthy)
+    for _ in range(6):
+        async with http.post(url(gw), json={"messages": CHAT}) as r:
+            assert r.status == 200
+    assert len(loading.generation_requests()) == 3
+    async with http.get(f"http://127.0.0.1:{gw.status_port}/metrics") as r:
+        assert 'llama_gateway_target_healthy{route="r"' in await r.text()
+
+
+async def test_probe_paths_and_auth_per_format(upstream, gateway) -> None:
+    up = await upstream("openai", api_key="k-123")
+    t = target(
+        up,
+        "/v1/chat/completions",
+        fmt="openai",
+        auth={"header_name": "Authorization", "header_value": "Bearer k-123"},
+    )
+    gw = await gateway(with_health(route(t)))
+    await eventually(lambda: any(r.method == "GET" for r in up.received))
+    probe = next(r for r in up.received if r.method == "GET")
+    assert probe.path == "/v1/models" and probe.headers["Authorization"] == "Bearer k-123"
+    assert gw.router.routes[0].targets[0].state.healthy
+    cfgs = {fmt: gw.router.routes[0].targets[0].cfg for fmt in ("openai",)}
+    assert probe_path(cfgs["openai"]) == "/v1/models"
+    assert "k-123" not in repr(
+        probe_spec(cfgs["openai"], gw.router.routes[0].cfg.balancer.healthchecks)
+    )
+
+
+async def test_health_checks_stop_with_the_server(upstream, gateway) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(with_health(route(target(up, "/api/chat"))))
+    await eventually(lambda: len(up.received) >= 2)
+    await gw.stop()
+    seen = len(up.received)
+    await asyncio.sleep(0.3)  # several probe intervals: none may arrive after stop
+    assert len(up.received) == seen
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("health-probe")]
