@@ -7,7 +7,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from .config import Config, ConfigError, load_file
 
@@ -78,10 +79,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _load(_config_path(args.config))
         if cfg is None:
             return 1
-        return asyncio.run(_serve(cfg, args))
+        return _run(_serve(cfg, args))
     from .demo import run_demo
 
-    return asyncio.run(run_demo(args.port, args.status_port))
+    return _run(run_demo(args.port, args.status_port))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (`pip install 'llama-gateway[uvloop]'`), unless
+    LLAMA_GATEWAY_UVLOOP=0; the standard loop otherwise."""
+    if os.environ.get("LLAMA_GATEWAY_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
 
 
 async def _serve(cfg: Config, args: argparse.Namespace) -> int:
