@@ -1,4 +1,5 @@
-"""Config builders for tests: Kong-shaped targets and routes pointing at fake upstreams."""
+"""Config builders for tests: Kong-shaped targets and routes pointing at fake upstreams;
+what the `openai` SDK tests share."""
 
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ def route(
         "plugin": "ai-proxy-advanced",
         "config": {"targets": list(targets), **config},
     }
+
+
+def sdk_routes(chat: dict[str, Any], completions: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two routes at the paths the `openai` SDK calls below a `/v1` base URL."""
+    return [
+        route(chat, path="/v1/chat/completions", name="chat"),
+        route(completions, path="/v1/completions", name="completions"),
+    ]
+
+
+async def read_sdk_stream(stream: Any) -> tuple[str, str | None, Any]:
+    """Text, finish reason and usage of an `openai` SDK async chat stream."""
+    text, finish, usage = "", None, None
+    async for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage is not None:
+            usage = chunk.usage
+    return text, finish, usage
 
 
 def url(gw: GatewayServer, path: str = "/chat") -> str:

@@ -6,20 +6,9 @@ import random
 from collections import Counter
 
 import pytest
+from balancer_kit import FakeClock, names, states
 
-from balancers import BalancerOptions, Outcome, PickContext, TargetState, make_balancer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def states(*weights: int) -> list[TargetState]:
-    return [TargetState(index=i, name=f"t{i}", weight=w) for i, w in enumerate(weights)]
+from balancers import BalancerOptions, Outcome, PickContext, make_balancer
 
 
 def usage(strategy: str) -> BalancerOptions:
@@ -29,8 +18,7 @@ def usage(strategy: str) -> BalancerOptions:
 def test_idle_equal_targets_alternate() -> None:
     ts = states(1, 1, 1)
     bal = make_balancer("lowest-usage", ts, FakeClock())
-    names = [bal.pick(ts, PickContext()).name for _ in range(6)]  # type: ignore[union-attr]
-    assert names == ["t0", "t1", "t2", "t0", "t1", "t2"]
+    assert names(bal, ts, 6) == ["t0", "t1", "t2", "t0", "t1", "t2"]
 
 
 def test_reported_completion_tokens_balance_usage() -> None:

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+from balancer_kit import FakeClock
 from helpers import route, target, url
 
 from gateway.sim import Behaviour
@@ -28,14 +29,6 @@ async def ask(
     async with http.post(u, json=body or {"messages": CHAT}) as r:
         data = await r.read()
         return r.status, r.headers.get("X-Gateway-Target", ""), data
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_lowest_latency_prefers_the_fastest_and_keeps_sampling(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import openai
-from helpers import route, target
+from helpers import read_sdk_stream, sdk_routes, target
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
 
@@ -13,12 +13,9 @@ CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 async def make(upstream, gateway):  # type: ignore[no-untyped-def]
     up = await upstream("ollama")
     gw = await gateway(
-        route(target(up, "/api/chat"), path="/v1/chat/completions", name="chat"),
-        route(
-            target(up, "/api/generate", route_type="llm/v1/completions"),
-            path="/v1/completions",
-            name="completions",
-        ),
+        *sdk_routes(
+            target(up, "/api/chat"), target(up, "/api/generate", route_type="llm/v1/completions")
+        )
     )
     return up, f"http://127.0.0.1:{gw.port}/v1"
 
@@ -38,13 +35,7 @@ async def test_async_client_chat_stream_and_completions(upstream, gateway) -> No
             stream=True,
             stream_options={"include_usage": True},
         )
-        text, finish, usage = "", None, None
-        async for chunk in stream:
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-                finish = chunk.choices[0].finish_reason or finish
-            if chunk.usage is not None:
-                usage = chunk.usage
+        text, finish, usage = await read_sdk_stream(stream)
         assert text == up.expected_text(8) and finish == "stop"
         assert usage is not None and usage.completion_tokens == 8
 

@@ -34,7 +34,9 @@ async def make() -> AsyncIterator[Make]:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    # One connection per request: the llama.cpp fake, like llama-server, drops the
+    # connection after a stream, and a request sent at once may find it dead.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         yield s
 
 
@@ -266,9 +268,14 @@ async def test_llamacpp_stream_and_error_after(make: Make, session: aiohttp.Clie
     assert status == 200 and ctype.startswith("text/event-stream")
     assert raw.startswith(b"data: {") and b"[DONE]" not in raw
     events = [json.loads(e) for e in sse_data(raw)]
-    assert [e["stop"] for e in events] == [False, False, False, True]
+    # Three word tokens, then the EOS token: decoded, streamed without text, counted.
+    assert [e["stop"] for e in events] == [False, False, False, False, True]
     assert "".join(e["content"] for e in events) == up.expected_text(3)
-    assert events[-1]["stop_type"] == "eos" and events[-1]["tokens_predicted"] == 3
+    assert events[-2]["content"] == "" and events[-2]["tokens"] == [2]
+    assert all(e["id_slot"] == -1 and len(e["tokens"]) == 1 for e in events[:-1])
+    assert [e["tokens_predicted"] for e in events[:-1]] == [1, 2, 3, 4]
+    assert events[-1]["stop_type"] == "eos" and events[-1]["tokens_predicted"] == 4
+    assert events[-1]["id_slot"] == 0 and events[-1]["tokens"] == []
 
     up.behaviour.error_after = 1
     _, _, raw = await post(session, up, "/completion", {"prompt": "hi", "stream": True})
@@ -308,6 +315,178 @@ async def test_llamacpp_slots_metrics_and_v1(make: Make, session: aiohttp.Client
     assert doc["choices"][0]["message"]["content"] == "The quick"
     async with session.get(up.url("/slots")) as r:
         assert (await r.json())[0]["is_processing"] is False
+
+
+async def test_llamacpp_stop_string_token_is_counted(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    """The token that completes a stop string is generated, streamed without its text
+    (with the timings) and counted; text that may start a stop string waits for the
+    next token, and is lost from a stream if the length limit comes first."""
+    up = await make("llamacpp")
+    body: dict[str, Any] = {"prompt": "hi", "stop": [" brown"]}
+    doc = json.loads((await post(session, up, "/completion", body))[2])
+    assert (doc["content"], doc["tokens_predicted"]) == ("The quick", 3)
+    assert doc["timings"]["predicted_n"] == 3 and doc["tokens_cached"] == 2 + 3 - 1
+    events = [
+        json.loads(e)
+        for e in sse_data((await post(session, up, "/completion", {**body, "stream": True}))[2])
+    ]
+    assert [e["content"] for e in events] == ["The", " quick", "", ""]
+    assert [e["tokens_predicted"] for e in events] == [1, 2, 3, 3]
+    assert ["timings" in e for e in events] == [False, False, True, True]
+
+    body["stop"] = [" brown fox"]  # " brown" waits: it may be the start of the stop string
+    _, _, raw = await post(session, up, "/completion", {**body, "stream": True})
+    events = [json.loads(e) for e in sse_data(raw)]
+    assert [e["content"] for e in events] == ["The", " quick", "", "", ""]
+    assert events[-1]["tokens_predicted"] == 4 and events[-1]["stopping_word"] == " brown fox"
+    body["n_predict"] = 3  # the limit comes while " brown" waits
+    doc = json.loads((await post(session, up, "/completion", body))[2])
+    assert (doc["content"], doc["stop_type"]) == ("The quick brown", "limit")
+    _, _, raw = await post(session, up, "/completion", {**body, "stream": True})
+    assert "".join(json.loads(e)["content"] for e in sse_data(raw)) == "The quick"
+
+    async with session.get(up.url("/metrics")) as r:
+        assert "llamacpp:tokens_predicted_total 16" in await r.text()  # 3+3+4+3+3
+
+
+async def test_llamacpp_closes_after_streams_and_errors(make: Make) -> None:
+    """llama-server drops the connection after a streamed answer although its headers
+    say Keep-Alive, and answers errors with `Connection: close`."""
+    up = await make("llamacpp", behaviour=Behaviour(n_tokens=2))
+
+    async def exchange(path: str, body: bytes) -> bytes:
+        """Everything the server sends on one connection until it closes it."""
+        reader, writer = await asyncio.open_connection(up.host, up.port)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        try:
+            return await asyncio.wait_for(reader.read(), 2)
+        finally:
+            writer.close()
+
+    for path, body in [
+        ("/completion", {"prompt": "hi", "stream": True}),
+        ("/v1/chat/completions", {"messages": CHAT, "stream": True}),
+        ("/v1/completions", {"prompt": "hi", "stream": True}),
+    ]:
+        raw = await exchange(path, json.dumps(body).encode())
+        head = raw.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 200") and b"keep-alive: timeout=5, max=100" in head
+        assert b"connection:" not in head and raw.endswith(b"0\r\n\r\n")
+    for path, body in [("/completion", b"{}"), ("/v1/chat/completions", b"{bad")]:
+        head = (await exchange(path, body)).split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 400") and b"connection: close" in head
+
+
+async def test_llamacpp_request_errors(make: Make, session: aiohttp.ClientSession) -> None:
+    up = await make("llamacpp")
+
+    async def error(path: str, **kw: Any) -> tuple[int, str]:
+        async with session.post(up.url(path), **kw) as resp:
+            doc = await resp.json()
+        assert doc["error"]["code"] == resp.status
+        assert doc["error"]["type"] == "invalid_request_error"
+        return resp.status, doc["error"]["message"]
+
+    assert await error("/completion", data=b"not json") == (
+        400,
+        "[json.exception.parse_error.101] parse error at line 1, column 2: "
+        "syntax error while parsing value - invalid literal; last read: 'no'",
+    )
+    status, message = await error("/completion", data=b"")
+    assert status == 400 and "attempting to parse an empty input" in message
+    assert await error("/completion", json=[1]) == (
+        400,
+        "[json.exception.type_error.304] cannot use at() with array",
+    )
+    assert await error("/completion", json={"n_predict": 3}) == (
+        400,
+        "[json.exception.out_of_range.403] key 'prompt' not found",
+    )
+    status, message = await error("/completion", json={"prompt": None})
+    assert status == 400 and message.startswith('"prompt" elements must be a string')
+    assert await error("/v1/completions", json={"model": "x"}) == (
+        400,
+        "[json.exception.out_of_range.403] key 'prompt' not found",
+    )
+    assert await error("/v1/chat/completions", json={"model": "x"}) == (
+        400,
+        "'messages' is required",
+    )
+    assert await error("/v1/chat/completions", json={"messages": "hi"}) == (
+        400,
+        "Expected 'messages' to be an array",
+    )
+
+
+async def test_llamacpp_slots_before_and_after_use(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    up = await make("llamacpp", behaviour=Behaviour(n_tokens=2))
+    async with session.get(up.url("/slots")) as r:
+        assert await r.json() == [
+            {"id": 0, "n_ctx": 4096, "speculative": False, "is_processing": False}
+        ]
+    await post(session, up, "/completion", {"prompt": "hi", "n_predict": 5})
+    async with session.get(up.url("/slots")) as r:
+        (slot,) = await r.json()
+    assert "prompt" not in slot and slot["is_processing"] is False
+    assert slot["id_task"] == 1 and slot["n_prompt_tokens"] == 2
+    assert slot["params"]["n_predict"] == 5
+    assert slot["next_token"] == [
+        {"has_next_token": False, "has_new_line": False, "n_remain": -1, "n_decoded": 0}
+    ]
+
+
+async def test_llamacpp_v1_shapes(make: Make, session: aiohttp.ClientSession) -> None:
+    """llama-server's OpenAI layer: its own model name, no logprobs on chat choices, a
+    build fingerprint, usage with cache details and timings, no `"usage": null`."""
+    up = await make("llamacpp", models=["/models/tiny.gguf"], behaviour=Behaviour(n_tokens=2))
+    body: dict[str, Any] = {"model": "gpt-4o", "messages": CHAT, "stop": [" quick"]}
+    doc = json.loads((await post(session, up, "/v1/chat/completions", body))[2])
+    assert doc["model"] == "/models/tiny.gguf" and doc["system_fingerprint"] == "b0-unknown"
+    assert doc["id"].startswith("chatcmpl-") and len(doc["id"]) == 9 + 32
+    assert doc["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "The"}, "finish_reason": "stop"}
+    ]
+    p = up.count_prompt_tokens(body)
+    assert doc["usage"] == {
+        "prompt_tokens": p,
+        "completion_tokens": 2,  # " quick" was generated, then cut
+        "total_tokens": p + 2,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+    assert doc["timings"]["predicted_n"] == 2
+
+    body = {"messages": CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    status, ctype, raw = await post(session, up, "/v1/chat/completions", body)
+    assert status == 200 and ctype == "text/event-stream"
+    data = sse_data(raw)
+    assert data[-1] == b"[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert [c["choices"][0] if c["choices"] else None for c in chunks] == [
+        {"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None},
+        {"index": 0, "delta": {"content": "The"}, "finish_reason": None},
+        {"index": 0, "delta": {"content": " quick"}, "finish_reason": None},
+        {"index": 0, "delta": {}, "finish_reason": "stop"},
+        None,
+    ]
+    assert all("usage" not in c and "timings" not in c for c in chunks[:-1])
+    assert chunks[-1]["usage"]["completion_tokens"] == 3  # two words and the EOS token
+    assert chunks[-1]["timings"]["predicted_n"] == 3
+    assert {c["model"] for c in chunks} == {"/models/tiny.gguf"}
+
+    body = {"prompt": "hi", "max_tokens": 2, "stream": True}
+    data = sse_data((await post(session, up, "/v1/completions", body))[2])
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert all(c["id"].startswith("chatcmpl-") for c in chunks)
+    assert [c["choices"][0]["text"] for c in chunks] == ["The", " quick", ""]
+    assert all(c["choices"][0]["logprobs"] is None for c in chunks)
+    assert chunks[-1]["usage"]["completion_tokens"] == 2 and "timings" in chunks[-1]
 
 
 # -- TGI ------------------------------------------------------------------------------
@@ -402,6 +581,10 @@ async def test_openai_non_stream(make: Make, session: aiohttp.ClientSession) -> 
     assert doc["object"] == "text_completion" and doc["id"].startswith("cmpl-")
     assert doc["choices"][0]["text"] == "The quick brown "
     assert doc["choices"][0]["finish_reason"] == "stop"
+    body = {"model": "gpt-4o", "messages": CHAT, "stop": [" brown"]}
+    doc = json.loads((await post(session, up, "/v1/chat/completions", body))[2])
+    assert doc["choices"][0]["message"]["content"] == "The quick"
+    assert doc["usage"]["completion_tokens"] == 3  # " brown" was generated, then cut
 
 
 async def test_openai_stream(make: Make, session: aiohttp.ClientSession) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +76,20 @@ class Plan:
     finish: str
     stop_word: str
     prompt_tokens: int
+    # Every token the model produced (EOS aside): `tokens` are the text kept of them;
+    # the one that completed a stop string is cut from the text, yet generated, and
+    # llama.cpp, vLLM and llama-cpp-python count it.
+    generated: list[str] = field(default_factory=list)
+    # What llama.cpp's stream sends with each generated token: text that may be the
+    # start of a stop string is held back until the next token settles it (and lost
+    # if the length limit comes first); the token completing a stop string sends only
+    # the held text before the stop string.
+    released: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # A plan made without them: nothing was cut, nothing held back.
+        self.generated = self.generated or list(self.tokens)
+        self.released = self.released or list(self.generated)
 
     @property
     def text(self) -> str:
@@ -83,7 +97,19 @@ class Plan:
 
     @property
     def n(self) -> int:
+        """Tokens whose text is kept (the count Ollama and TGI report)."""
         return len(self.tokens)
+
+    @property
+    def n_generated(self) -> int:
+        """Tokens generated, a cut stop-string token included (EOS not)."""
+        return len(self.generated)
+
+    @property
+    def n_predicted(self) -> int:
+        """llama.cpp's `tokens_predicted`: the EOS token that ended a generation is
+        decoded and counted too."""
+        return self.n_generated + (1 if self.finish == "eos" else 0)
 
 
 def tokenize(text: str, n: int) -> list[str]:
@@ -104,6 +130,30 @@ def _cut(tokens: list[str], pos: int) -> list[str]:
         kept.append(tok)
         start += len(tok)
     return kept
+
+
+def _holds_stop_prefix(text: str, stops: Sequence[str]) -> bool:
+    """Whether `text` ends with the beginning of a stop string (llama.cpp's partial
+    stop match: the text waits for the next token)."""
+    return any(text.endswith(s[:k]) for s in stops for k in range(1, len(s) + 1))
+
+
+def _release(tokens: list[str], stops: Sequence[str], stop_at: int | None) -> list[str]:
+    """llama.cpp's streamed text per generated token (see `Plan.released`); `stop_at`
+    is where the stop string starts in the text, on the last token."""
+    out: list[str] = []
+    text, sent = "", 0
+    for i, tok in enumerate(tokens):
+        text += tok
+        if stop_at is not None and i == len(tokens) - 1:
+            out.append(text[sent:stop_at])
+            break
+        if _holds_stop_prefix(text[sent:], stops):
+            out.append("")
+            continue
+        out.append(text[sent:])
+        sent = len(text)
+    return out
 
 
 def _words(value: Any) -> int:
@@ -257,21 +307,31 @@ class Core:
         capped = max_tokens is not None and max_tokens <= wanted
         tokens = tokenize(self.text, max_tokens if max_tokens is not None and capped else wanted)
         finish, stop_word = ("length" if capped else "eos"), ""
+        generated, stop_at = tokens, None
         text = ""
         for i, tok in enumerate(tokens if stops else ()):
             text += tok
             hits = [(text.find(s), s) for s in stops if s in text]
             if not hits:
                 continue
-            pos, stop_word = min(hits)
+            stop_at, stop_word = min(hits)
             finish = "stop"
-            tokens = tokens[: i + 1] if keep_stop else _cut(tokens[: i + 1], pos)
+            generated = tokens[: i + 1]
+            tokens = generated if keep_stop else _cut(generated, stop_at)
             break
-        return Plan(tokens, finish, stop_word, count_prompt_tokens(body))
+        return Plan(
+            tokens,
+            finish,
+            stop_word,
+            count_prompt_tokens(body),
+            generated=generated,
+            released=_release(generated, stops, stop_at),
+        )
 
     def account(self, plan: Plan) -> None:
+        # Only llama.cpp's /metrics shows these, so they count its way.
         self.prompt_tokens_total += plan.prompt_tokens
-        self.predicted_tokens_total += plan.n
+        self.predicted_tokens_total += plan.n_predicted
 
     async def generate(self, plan: Plan) -> None:
         """Non-stream: spend the time the tokens would have taken."""
@@ -293,21 +353,29 @@ class Core:
         error: bytes,
         head: Sequence[bytes] = (),
         plan: Plan | None = None,
+        headers: Mapping[str, str] | None = None,
+        close_after: bool = False,
     ) -> web.StreamResponse:
         """Write a stream frame by frame, applying the streaming fault knobs.
 
         `tokens` is consumed lazily so per-frame timestamps are real; `final` is called
         only once every token is out. die/error/stall counts refer to token frames.
+        `headers` replace the default Cache-Control. `close_after` closes the
+        connection once the stream is over without saying so in the headers (as
+        llama-server does), so a client that pools it finds it dead on reuse.
         """
         if plan is not None:
             self.account(plan)
-        resp = web.StreamResponse(
-            headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
-        )
+        extra = {"Cache-Control": "no-cache"} if headers is None else dict(headers)
+        resp = web.StreamResponse(headers={"Content-Type": content_type, **extra})
         self.active_streams += 1
         self.busy += 1
         try:
             await resp.prepare(request)
+            if close_after:
+                # After prepare(), so no `Connection: close` goes out: aiohttp just
+                # drops the connection when the response is complete.
+                resp.force_close()
             for frame in head:
                 await self._write(resp, frame)
             sent = 0

@@ -1,9 +1,18 @@
 """llama.cpp `llama-server` (native `/completion` with SSE streams, `/health`, `/slots`,
-`/metrics`, and its OpenAI-compatible `/v1` layer)."""
+`/metrics`, and its OpenAI-compatible `/v1` layer).
+
+Modelled on a real llama-server, down to what surprises clients: it closes the
+connection after every streamed answer although the headers say `Keep-Alive`, and after
+every error status with `Connection: close`; `tokens_predicted` counts the tokens cut
+from the text (a stop string's, the EOS token).
+"""
 
 from __future__ import annotations
 
+import secrets
+import string
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +29,7 @@ from gateway.sim.base import (
     json_response,
     received_of,
 )
-from gateway.sim.openai import OpenAIDialect, phrase
+from gateway.sim.openai import OpenAIDialect, Reply, phrase
 
 _JSON = "application/json; charset=utf-8"
 _ERROR_TYPES = {
@@ -43,6 +52,24 @@ _ERROR_MESSAGES = {
 _STOP_TYPES = {"length": "limit", "eos": "eos", "stop": "word"}
 _PROMPT_MS_PER_TOKEN = 0.2
 _PREDICT_MS_PER_TOKEN = 1.0
+# Stream headers as llama-server sends them: `Keep-Alive`, yet it closes afterwards.
+_STREAM_HEADERS = {"X-Accel-Buffering": "no", "Keep-Alive": "timeout=5, max=100"}
+_N_CTX = 4096
+_EOS_ID = 2  # Llama's </s>
+_FIRST_WORD_ID = 259  # after <unk>, <s>, </s> and the 256 byte tokens
+_VOCAB = 32000
+_FINGERPRINT = "b0-unknown"  # a build without version information
+_ID_CHARS = string.ascii_letters + string.digits
+# nlohmann::json's words, which llama-server quotes in its 400s.
+_EMPTY_INPUT = (
+    "attempting to parse an empty input; check that your input string or stream "
+    "contains the expected JSON"
+)
+_BAD_PROMPT = (
+    '"prompt" elements must be a string, a list of tokens, a JSON object containing a '
+    "prompt string, or a list of mixed strings & tokens."
+)
+_NO_PROMPT = "[json.exception.out_of_range.403] key 'prompt' not found"
 
 
 def error_obj(status: int, message: str, type_: str | None = None) -> dict[str, Any]:
@@ -52,11 +79,165 @@ def error_obj(status: int, message: str, type_: str | None = None) -> dict[str, 
 
 def _error(status: int, message: str | None = None) -> web.Response:
     message = message or _ERROR_MESSAGES.get(status, phrase(status))
-    return json_response(error_obj(status, message), status, _JSON)
+    return _closing(json_response(error_obj(status, message), status, _JSON))
+
+
+def _closing(resp: web.Response) -> web.Response:
+    # llama-server (cpp-httplib) answers every error status with `Connection: close`.
+    resp.force_close()
+    return resp
+
+
+def _json_type(doc: Any) -> str:
+    if doc is None:
+        return "null"
+    if isinstance(doc, bool):
+        return "boolean"
+    if isinstance(doc, int | float):
+        return "number"
+    return {str: "string", list: "array"}.get(type(doc), "object")
+
+
+def json_error(raw: bytes) -> str:
+    """llama-server's message for a body that is not a JSON object."""
+    try:
+        doc = jsonutil.loads(raw)
+    except jsonutil.JSONDecodeError as exc:
+        return "[json.exception.parse_error.101] " + _parse_error(raw, exc.pos)
+    return f"[json.exception.type_error.304] cannot use at() with {_json_type(doc)}"
+
+
+def _parse_error(raw: bytes, pos: int) -> str:
+    """nlohmann::json's parse error: where, and the token it read up to the first
+    character that broke it (a misspelt true/false/null is read as far as it matches)."""
+    text = raw.decode("utf-8", "replace")
+    if not text:
+        return f"parse error at line 1, column 1: {_EMPTY_INPUT}"
+    pos = min(pos, len(text))
+    read = text[pos : pos + 1]
+    for literal in ("true", "false", "null"):
+        if read and literal.startswith(read):
+            n = 1
+            while n < len(literal) and text[pos + n : pos + n + 1] == literal[n]:
+                n += 1
+            read = text[pos : pos + n + 1]
+            break
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + max(len(read), 1)
+    where = f"parse error at line {line}, column {column}: syntax error while parsing value"
+    if not read:
+        return f"{where} - unexpected end of input; expected '[', '{{', or a literal"
+    return f"{where} - invalid literal; last read: '{read}'"
+
+
+def _prompt_error(body: dict[str, Any]) -> str | None:
+    if "prompt" not in body:
+        return _NO_PROMPT
+    prompt = body["prompt"]
+    if isinstance(prompt, bool) or not isinstance(prompt, str | list | dict):
+        return _BAD_PROMPT
+    return None
+
+
+def _token_id(token: str) -> int:
+    """A stable vocabulary id for a word token."""
+    return _FIRST_WORD_ID + zlib.crc32(token.encode()) % (_VOCAB - _FIRST_WORD_ID)
+
+
+def _settings(body: dict[str, Any], n_predict: Any, stops: list[str]) -> dict[str, Any]:
+    return {
+        "n_predict": n_predict if isinstance(n_predict, int) else -1,
+        "seed": 4294967295,
+        "temperature": body.get("temperature", 0.8),
+        "top_k": body.get("top_k", 40),
+        "top_p": body.get("top_p", 0.95),
+        "min_p": 0.05,
+        "stop": stops,
+        "stream": body.get("stream") is True,
+        "cache_prompt": body.get("cache_prompt", True),
+    }
+
+
+def _timings(plan: Plan, started: float) -> dict[str, float | int]:
+    p, n = plan.prompt_tokens, plan.n_predicted
+    prompt_ms = p * _PROMPT_MS_PER_TOKEN
+    predicted_ms = max((time.perf_counter() - started) * 1000, n * _PREDICT_MS_PER_TOKEN)
+    return {
+        "cache_n": 0,
+        "prompt_n": p,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / p if p else 0.0,
+        "prompt_per_second": p * 1000 / prompt_ms if prompt_ms else 0.0,
+        "predicted_n": n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / n if n else 0.0,
+        "predicted_per_second": n * 1000 / predicted_ms if predicted_ms else 0.0,
+    }
+
+
+def _eos_text(plan: Plan) -> str:
+    """Text still held back (a possible stop-string start) when EOS came: the EOS token
+    releases it."""
+    return plan.text[len("".join(plan.released)) :]
+
+
+class _Slot:
+    """llama-server's one slot as `/slots` shows it: a never-used slot only says what
+    it is; after a first task it also tells the last (or current) task."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+        self.task: dict[str, Any] | None = None
+        self.n_predict = -1
+        self.decoded = 0
+
+    def begin(self, plan: Plan, params: dict[str, Any]) -> None:
+        self.tasks += 1
+        self.n_predict = params["n_predict"]
+        self.decoded = 0
+        self.task = {
+            "id_task": self.tasks,
+            "n_prompt_tokens": plan.prompt_tokens,
+            "n_prompt_tokens_cache": 0,
+            "params": params,
+        }
+
+    def view(self, busy: bool) -> dict[str, Any]:
+        slot: dict[str, Any] = {
+            "id": 0,
+            "n_ctx": _N_CTX,
+            "speculative": False,
+            "is_processing": busy,
+        }
+        if self.task is None:
+            return slot
+        remain = self.n_predict - self.decoded if busy and self.n_predict >= 0 else -1
+        return {
+            **slot,
+            **self.task,
+            "n_prompt_tokens_processed": self.task["n_prompt_tokens"] if busy else 0,
+            "next_token": [
+                {
+                    "has_next_token": busy,
+                    "has_new_line": False,
+                    "n_remain": remain,
+                    "n_decoded": self.decoded if busy else 0,
+                }
+            ],
+        }
 
 
 class LlamaCppOpenAI(OpenAIDialect):
-    """llama-server's OpenAI layer: any model name, llama.cpp's error objects."""
+    """llama-server's OpenAI layer: serves its one model under any name (and answers
+    with its own), llama.cpp's error objects and its own chunk shapes."""
+
+    stream_type = "text/event-stream"
+    json_type = _JSON
+    close_on_error = True
+
+    def __init__(self, core: Core, slot: _Slot) -> None:
+        super().__init__(core, owned_by="llamacpp", any_model=True)
+        self.slot = slot
 
     def error_obj(
         self,
@@ -68,6 +249,36 @@ class LlamaCppOpenAI(OpenAIDialect):
     ) -> dict[str, Any]:
         return error_obj(status, message, type_)
 
+    def bad_json(self, request: web.Request, chat: bool) -> web.Response:
+        raw = received_of(request).body
+        if chat and received_of(request).json is not None:
+            return self.error(400, "'messages' is required")  # valid JSON, no object
+        return self.error(400, json_error(raw))
+
+    def check(self, body: dict[str, Any], chat: bool) -> web.Response | None:
+        if not chat:
+            message = _prompt_error(body)
+            return None if message is None else self.error(400, message)
+        if "messages" not in body:
+            return self.error(400, "'messages' is required")
+        if not isinstance(body["messages"], list):
+            return self.error(400, "Expected 'messages' to be an array")
+        return None
+
+    def reply(self, chat: bool, model: str, plan: Plan, body: dict[str, Any]) -> Reply:
+        n_predict = body.get("max_completion_tokens", body.get("max_tokens"))
+        self.slot.begin(plan, _settings(body, n_predict, as_stops(body.get("stop"))))
+        return _OpenAIReply(chat, server_model(self.core), plan, self.slot)
+
+    def stream_options(self) -> dict[str, Any]:
+        return {"headers": _STREAM_HEADERS, "close_after": True}
+
+
+def server_model(core: Core) -> str:
+    """The model llama-server names in its answers (its model path or alias), whatever
+    the request says."""
+    return core.models[0] if core.models else "model.gguf"
+
 
 class LlamaCppDialect(Dialect):
     # llama-server answers these without an API key.
@@ -75,8 +286,8 @@ class LlamaCppDialect(Dialect):
 
     def __init__(self, core: Core) -> None:
         super().__init__(core)
-        self.openai = LlamaCppOpenAI(core, owned_by="llamacpp", any_model=True)
-        self.tasks = 0
+        self.slot = _Slot()
+        self.openai = LlamaCppOpenAI(core, self.slot)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -105,23 +316,7 @@ class LlamaCppDialect(Dialect):
         return self.unavailable() or json_response({"status": "ok"}, 200, _JSON)
 
     async def slots(self, request: web.Request) -> web.Response:
-        busy = self.core.busy > 0
-        slot = {
-            "id": 0,
-            "id_task": self.tasks if busy else -1,
-            "n_ctx": 4096,
-            "speculative": False,
-            "is_processing": busy,
-            "params": {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95},
-            "prompt": "",
-            "next_token": {
-                "has_next_token": busy,
-                "n_remain": -1,
-                "n_decoded": 0,
-                "stopping_word": "",
-            },
-        }
-        return json_response([slot], 200, _JSON)
+        return json_response([self.slot.view(self.core.busy > 0)], 200, _JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
         core = self.core
@@ -157,35 +352,18 @@ class LlamaCppDialect(Dialect):
     async def completion(self, request: web.Request) -> web.StreamResponse:
         body = body_of(request)
         if body is None:
-            # nlohmann::json's exception text, surfaced by llama-server as a 500.
-            raw = received_of(request).body[:1].decode("latin-1")
-            return _error(
-                500,
-                "[json.exception.parse_error.101] parse error at line 1, "
-                f"column 1: syntax error while parsing value - invalid literal; "
-                f"last read: '{raw}'",
-            )
-        if body.get("prompt") is None:
-            return _error(400, '"prompt" must be provided')
+            return _error(400, json_error(received_of(request).body))
+        message = _prompt_error(body)
+        if message is not None:
+            return _error(400, message)
         n_predict = body.get("n_predict", body.get("max_tokens"))
         stops = as_stops(body.get("stop"))
         plan = self.core.plan(body, as_int(n_predict), stops)
-        self.tasks += 1
-        stream = body.get("stream") is True
-        settings = {
-            "n_predict": n_predict if isinstance(n_predict, int) else -1,
-            "seed": 4294967295,
-            "temperature": body.get("temperature", 0.8),
-            "top_k": body.get("top_k", 40),
-            "top_p": body.get("top_p", 0.95),
-            "min_p": 0.05,
-            "stop": stops,
-            "stream": stream,
-            "cache_prompt": body.get("cache_prompt", True),
-        }
+        settings = _settings(body, n_predict, stops)
+        self.slot.begin(plan, settings)
         prompt = body["prompt"] if isinstance(body["prompt"], str) else ""
-        reply = _Reply(self._model(), plan, settings, prompt)
-        if not stream:
+        reply = _Reply(server_model(self.core), plan, settings, prompt, self.slot)
+        if not settings["stream"]:
             await self.core.generate(plan)
             return json_response(reply.final(plan.text), 200, _JSON)
         return await self.core.stream(
@@ -195,11 +373,9 @@ class LlamaCppDialect(Dialect):
             final=reply.final_events,
             error=_sse(error_obj(500, "llama_decode failed")),
             plan=plan,
+            headers=_STREAM_HEADERS,
+            close_after=True,
         )
-
-    def _model(self) -> str:
-        # The native endpoint reports the server's own model, whatever the request says.
-        return self.core.models[0] if self.core.models else "model.gguf"
 
 
 def _sse(obj: Any) -> bytes:
@@ -207,27 +383,18 @@ def _sse(obj: Any) -> bytes:
 
 
 class _Reply:
-    def __init__(self, model: str, plan: Plan, settings: dict[str, Any], prompt: str) -> None:
+    """The native `/completion` answer: one event per generated token (EOS included)
+    with its id, then the final event."""
+
+    def __init__(
+        self, model: str, plan: Plan, settings: dict[str, Any], prompt: str, slot: _Slot
+    ) -> None:
         self.model = model
         self.plan = plan
         self.settings = settings
         self.prompt = prompt
+        self.slot = slot
         self.started = time.perf_counter()
-
-    def _timings(self) -> dict[str, float | int]:
-        p, n = self.plan.prompt_tokens, self.plan.n
-        prompt_ms = p * _PROMPT_MS_PER_TOKEN
-        predicted_ms = max((time.perf_counter() - self.started) * 1000, n * _PREDICT_MS_PER_TOKEN)
-        return {
-            "prompt_n": p,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": prompt_ms / p if p else 0.0,
-            "prompt_per_second": p * 1000 / prompt_ms if prompt_ms else 0.0,
-            "predicted_n": n,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / n if n else 0.0,
-            "predicted_per_second": n * 1000 / predicted_ms if predicted_ms else 0.0,
-        }
 
     def final(self, content: str) -> dict[str, Any]:
         plan = self.plan
@@ -238,7 +405,7 @@ class _Reply:
             "id_slot": 0,
             "stop": True,
             "model": self.model,
-            "tokens_predicted": plan.n,
+            "tokens_predicted": plan.n_predicted,
             "tokens_evaluated": plan.prompt_tokens,
             "generation_settings": self.settings,
             "prompt": self.prompt,
@@ -246,23 +413,106 @@ class _Reply:
             "truncated": False,
             "stop_type": _STOP_TYPES[plan.finish],
             "stopping_word": plan.stop_word,
-            "tokens_cached": plan.prompt_tokens + plan.n,
-            "timings": self._timings(),
+            # The last token sampled is not decoded into the cache.
+            "tokens_cached": plan.prompt_tokens + max(plan.n_predicted - 1, 0),
+            "timings": _timings(plan, self.started),
         }
 
     def events(self) -> Iterator[bytes]:
-        for i, tok in enumerate(self.plan.tokens):
-            yield _sse(
-                {
-                    "index": 0,
-                    "content": tok,
-                    "tokens": [],
-                    "stop": False,
-                    "id_slot": 0,
-                    "tokens_predicted": i + 1,
-                    "tokens_evaluated": self.plan.prompt_tokens,
-                }
-            )
+        plan = self.plan
+        pieces = [
+            (_token_id(tok), text) for tok, text in zip(plan.generated, plan.released, strict=True)
+        ]
+        if plan.finish == "eos":
+            pieces.append((_EOS_ID, _eos_text(plan)))
+        for i, (token_id, text) in enumerate(pieces):
+            self.slot.decoded = i + 1
+            event: dict[str, Any] = {
+                "index": 0,
+                "content": text,
+                "tokens": [token_id],
+                "stop": False,
+                "id_slot": -1,
+                "tokens_predicted": i + 1,
+                "tokens_evaluated": plan.prompt_tokens,
+            }
+            if plan.finish == "stop" and i == len(pieces) - 1:
+                # The stop string ends generation inside this token: timings come now.
+                event["timings"] = _timings(plan, self.started)
+            yield _sse(event)
 
     def final_events(self) -> list[bytes]:
         return [_sse(self.final(""))]
+
+
+class _OpenAIReply(Reply):
+    """llama-server's `/v1` bodies and chunks: no logprobs on chat choices, a
+    `system_fingerprint`, usage with cache details and timings, no `"usage": null`."""
+
+    def __init__(self, chat: bool, model: str, plan: Plan, slot: _Slot) -> None:
+        super().__init__(chat, model, plan)
+        # /v1/completions ids are chatcmpl- too.
+        self.id = "chatcmpl-" + "".join(secrets.choice(_ID_CHARS) for _ in range(32))
+        self.completion_tokens = plan.n_predicted
+        self.slot = slot
+        self.started = time.perf_counter()
+        self.chunk_object = self.object + (".chunk" if chat else "")
+
+    def usage(self) -> dict[str, Any]:
+        return {**super().usage(), "prompt_tokens_details": {"cached_tokens": 0}}
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**super()._envelope(obj, choices), "system_fingerprint": _FINGERPRINT}
+
+    def _choice(self, content: str | None, finish: str | None) -> dict[str, Any]:
+        if not self.chat:
+            return super()._choice(content, finish)
+        delta = {} if content is None else {"content": content}
+        return {"index": 0, "delta": delta, "finish_reason": finish}
+
+    def whole(self) -> dict[str, Any]:
+        if self.chat:
+            message = {"role": "assistant", "content": self.plan.text}
+            choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
+            doc = {**self._envelope(self.object, [choice]), "usage": self.usage()}
+        else:
+            doc = super().whole()
+        return {**doc, "timings": _timings(self.plan, self.started)}
+
+    def _chunk(self, choice: dict[str, Any], **extra: Any) -> bytes:
+        return _sse({**self._envelope(self.chunk_object, [choice]), **extra})
+
+    def head(self) -> list[bytes]:
+        if not self.chat:
+            return []
+        role = {"role": "assistant", "content": None}
+        return [self._chunk({"index": 0, "delta": role, "finish_reason": None})]
+
+    def token_frames(self) -> Iterator[bytes]:
+        """One chunk per token (as the native stream; chat leaves out those without
+        text), the one completing a stop string with the timings."""
+        plan = self.plan
+        pieces = list(plan.released)
+        if plan.finish == "eos":
+            pieces.append(_eos_text(plan))
+        for i, text in enumerate(pieces):
+            self.slot.decoded = i + 1
+            if self.chat and not text:
+                continue
+            extra = {}
+            if plan.finish == "stop" and i == len(pieces) - 1:
+                extra["timings"] = _timings(plan, self.started)
+            yield self._chunk(self._choice(text, None), **extra)
+
+    def final_frames(self) -> list[bytes]:
+        finish = self._choice(None, self.finish_reason)
+        timings = _timings(self.plan, self.started)
+        if not self.chat:
+            # Usage always comes with the finish chunk, asked for or not.
+            frames = [self._chunk(finish, usage=self.usage(), timings=timings)]
+        elif self.include_usage:
+            usage = {**self._envelope(self.chunk_object, []), "usage": self.usage()}
+            frames = [self._chunk(finish), _sse({**usage, "timings": timings})]
+        else:
+            frames = [self._chunk(finish, timings=timings)]
+        return [*frames, b"data: [DONE]\n\n"]

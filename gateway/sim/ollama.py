@@ -51,7 +51,9 @@ def _error(status: int, message: str) -> web.Response:
 class OllamaDialect(Dialect):
     def __init__(self, core: Core) -> None:
         super().__init__(core)
-        self.openai = OpenAIDialect(core, owned_by="library", known=self.known)
+        self.openai = OpenAIDialect(
+            core, owned_by="library", known=self.known, counts_cut_stop=False
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [

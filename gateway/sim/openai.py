@@ -46,6 +46,11 @@ def phrase(status: int) -> str:
 
 
 class OpenAIDialect(Dialect):
+    # llama-server's layer overrides these (and the hooks below) with its own wording.
+    stream_type = "text/event-stream; charset=utf-8"
+    json_type = "application/json"
+    close_on_error = False  # answer errors with `Connection: close`
+
     def __init__(
         self,
         core: Core,
@@ -53,9 +58,14 @@ class OpenAIDialect(Dialect):
         owned_by: str = "openai",
         known: Callable[[str], bool] | None = None,
         any_model: bool = False,
+        counts_cut_stop: bool = True,
     ) -> None:
         super().__init__(core)
         self.owned_by = owned_by
+        # Whether completion_tokens counts the token that completed a stop string and
+        # was cut from the text: vLLM cuts only the text, llama-cpp-python counts it
+        # too; Ollama's layer reports its native eval_count.
+        self.counts_cut_stop = counts_cut_stop
         # llama-server serves its one model under any name; OpenAI and Ollama check.
         self.any_model = any_model
         self.known = known if known is not None else (lambda m: m in core.models)
@@ -87,7 +97,12 @@ class OpenAIDialect(Dialect):
         param: str | None = None,
         code: str | None = None,
     ) -> web.Response:
-        return json_response(self.error_obj(status, message, type_, param, code), status)
+        resp = json_response(
+            self.error_obj(status, message, type_, param, code), status, self.json_type
+        )
+        if self.close_on_error:
+            resp.force_close()
+        return resp
 
     def status_error(self, status: int, model: str) -> web.Response:
         default = (
@@ -119,7 +134,7 @@ class OpenAIDialect(Dialect):
     async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         body = body_of(request)
         if body is None:
-            return self.error(400, _BAD_JSON)
+            return self.bad_json(request, chat)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             if not self.any_model:
@@ -127,6 +142,39 @@ class OpenAIDialect(Dialect):
             model = self.model_of(request)
         elif not self.any_model and not self.known(model):
             return self.status_error(404, model)
+        refusal = self.check(body, chat)
+        if refusal is not None:
+            return refusal
+        cap = as_int(body.get("max_completion_tokens"))
+        plan = self.core.plan(
+            body,
+            cap if cap is not None else as_int(body.get("max_tokens")),
+            as_stops(body.get("stop")),
+        )
+        options = body.get("stream_options")
+        reply = self.reply(chat, model, plan, body)
+        reply.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if body.get("stream") is not True:
+            await self.core.generate(plan)
+            return json_response(reply.whole(), 200, self.json_type)
+        return await self.core.stream(
+            request,
+            self.stream_type,
+            head=reply.head(),
+            tokens=reply.token_frames(),
+            final=reply.final_frames,
+            error=sse(self.error_obj(500, _SERVER_ERROR, "server_error")),
+            plan=plan,
+            **self.stream_options(),
+        )
+
+    # -- hooks (overridden by llama.cpp) ----------------------------------------------
+
+    def bad_json(self, request: web.Request, chat: bool) -> web.Response:
+        return self.error(400, _BAD_JSON)
+
+    def check(self, body: dict[str, Any], chat: bool) -> web.Response | None:
+        """The refusal of a body without usable messages/prompt, if it is one."""
         field = "messages" if chat else "prompt"
         if body.get(field) is None:
             return self.error(
@@ -142,30 +190,19 @@ class OpenAIDialect(Dialect):
                 param="messages",
                 code="invalid_type",
             )
-        cap = as_int(body.get("max_completion_tokens"))
-        plan = self.core.plan(
-            body,
-            cap if cap is not None else as_int(body.get("max_tokens")),
-            as_stops(body.get("stop")),
-        )
-        reply = _Reply(chat, model, plan)
-        if body.get("stream") is not True:
-            await self.core.generate(plan)
-            return json_response(reply.whole())
-        options = body.get("stream_options")
-        reply.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return await self.core.stream(
-            request,
-            "text/event-stream; charset=utf-8",
-            head=reply.head(),
-            tokens=reply.token_frames(),
-            final=reply.final_frames,
-            error=sse(self.error_obj(500, _SERVER_ERROR, "server_error")),
-            plan=plan,
-        )
+        return None
+
+    def reply(self, chat: bool, model: str, plan: Plan, body: dict[str, Any]) -> Reply:
+        reply = Reply(chat, model, plan)
+        reply.completion_tokens = plan.n_generated if self.counts_cut_stop else plan.n
+        return reply
+
+    def stream_options(self) -> dict[str, Any]:
+        """Extra arguments of `Core.stream` (headers, closing the connection)."""
+        return {}
 
 
-class _Reply:
+class Reply:
     """Bodies and chunks of one completion, chat or legacy text."""
 
     def __init__(self, chat: bool, model: str, plan: Plan) -> None:
@@ -177,9 +214,10 @@ class _Reply:
         self.object = "chat.completion" if chat else "text_completion"
         self.created = int(time.time())
         self.finish_reason = "length" if plan.finish == "length" else "stop"
+        self.completion_tokens = plan.n_generated
 
-    def usage(self) -> dict[str, int]:
-        p, c = self.plan.prompt_tokens, self.plan.n
+    def usage(self) -> dict[str, Any]:
+        p, c = self.plan.prompt_tokens, self.completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:

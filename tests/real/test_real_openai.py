@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 import yaml
-from helpers import route, target, url
+from helpers import read_sdk_stream, route, sdk_routes, target, url
 from realkit import (
     SYSTEM_USER,
     chat_text,
@@ -28,6 +28,7 @@ from realkit import (
     post,
     post_sse,
 )
+from servers import RealServer
 
 pytestmark = pytest.mark.real_upstream
 
@@ -45,6 +46,19 @@ def request_body(route_type: str, stream: bool) -> dict[str, Any]:
     if stream:
         body["stream"] = True
     return body
+
+
+def openai_routes(server: RealServer) -> list[dict[str, Any]]:
+    """The SDK's chat and completions routes to a server's OpenAI-compatible layer."""
+    return sdk_routes(
+        target(server.url(PATHS["llm/v1/chat"]), "", fmt="openai"),
+        target(
+            server.url(PATHS["llm/v1/completions"]),
+            "",
+            fmt="openai",
+            route_type="llm/v1/completions",
+        ),
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
@@ -90,23 +104,7 @@ async def test_openai_format_matches_direct_call(
 async def test_openai_sdk_async_stream_with_usage(llama_server, gateway, http) -> None:
     """The async SDK through the gateway to llama-server's /v1 layer: chat, a stream
     with `stream_options.include_usage` (usage chunk = the server's counts), completions."""
-    gw = await gateway(
-        route(
-            target(llama_server.url("/v1/chat/completions"), "", fmt="openai"),
-            path="/v1/chat/completions",
-            name="chat",
-        ),
-        route(
-            target(
-                llama_server.url("/v1/completions"),
-                "",
-                fmt="openai",
-                route_type="llm/v1/completions",
-            ),
-            path="/v1/completions",
-            name="completions",
-        ),
-    )
+    gw = await gateway(*openai_routes(llama_server))
     _, direct, _ = await post(
         http,
         llama_server.url("/v1/chat/completions"),
@@ -133,13 +131,7 @@ async def test_openai_sdk_async_stream_with_usage(llama_server, gateway, http) -
             stream=True,
             stream_options={"include_usage": True},
         )
-        text, finish, usage = "", None, None
-        async for chunk in stream:
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-                finish = chunk.choices[0].finish_reason or finish
-            if chunk.usage is not None:
-                usage = chunk.usage
+        text, finish, usage = await read_sdk_stream(stream)
         assert text == direct["choices"][0]["message"]["content"] and finish == "length"
         assert usage is not None
         assert (usage.prompt_tokens, usage.completion_tokens) == (
@@ -164,23 +156,7 @@ async def test_openai_sdk_async_stream_with_usage(llama_server, gateway, http) -
 async def test_openai_sdk_sync_client(llama_cpp_python, gateway, http) -> None:
     """The sync SDK (in a worker thread) through the gateway to llama-cpp-python: a chat,
     a streamed chat and a completion, each equal to the server's direct answer."""
-    gw = await gateway(
-        route(
-            target(llama_cpp_python.url("/v1/chat/completions"), "", fmt="openai"),
-            path="/v1/chat/completions",
-            name="chat",
-        ),
-        route(
-            target(
-                llama_cpp_python.url("/v1/completions"),
-                "",
-                fmt="openai",
-                route_type="llm/v1/completions",
-            ),
-            path="/v1/completions",
-            name="completions",
-        ),
-    )
+    gw = await gateway(*openai_routes(llama_cpp_python))
     _, direct, _ = await post(
         http,
         llama_cpp_python.url("/v1/chat/completions"),
