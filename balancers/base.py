@@ -124,7 +124,10 @@ class Balancer(ABC):
 
     def eligible(self, candidates: Sequence[TargetState], ctx: PickContext) -> list[TargetState]:
         now = self.clock()
-        avail = [s for s in candidates if s.available(now)]
+        # `TargetState.available`, inlined: this runs for every candidate of every attempt.
+        avail = [
+            s for s in candidates if s.healthy and now >= s.open_until and now >= s.trial_until
+        ]
         if ctx.tried:
             fresh = [s for s in avail if s not in ctx.tried]
             if fresh:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 from aiohttp import web
@@ -64,6 +64,6 @@ def make_call(cfg: RouteConfig, body: dict[str, Any], created: int) -> Call:
         model=None,
         stream=stream,
         include_usage=stream and isinstance(opts, dict) and opts.get("include_usage") is True,
-        id=("chatcmpl-" if cfg.route_type == CHAT else "cmpl-") + uuid.uuid4().hex[:24],
+        id=("chatcmpl-" if cfg.route_type == CHAT else "cmpl-") + os.urandom(12).hex(),
         created=created,
     )
