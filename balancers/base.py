@@ -147,16 +147,23 @@ class Balancer(ABC):
     def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
         """One of `pool` (non-empty, at least two, all eligible, config order)."""
 
+    # Which scores this algorithm ranks by; the others are not kept up to date, since
+    # report() runs for every attempt and nothing else reads them.
+    uses_latency = False
+    uses_usage = False
+
     def report(self, state: TargetState, outcome: Outcome) -> None:
-        """Learn from an attempt: latency, usage and breaker, whatever the algorithm."""
+        """Learn from an attempt: the breaker always, latency/usage when ranked by."""
         now = self.clock()
         opts = self.options
         failed = self.breaker.counts(outcome)
-        if outcome.ok:
-            scores.add_latency(state, outcome, opts.latency_strategy, now)
-        elif failed:
-            scores.penalize_latency(state)
-        scores.add_usage(state, outcome, opts.tokens_count_strategy, now)
+        if self.uses_latency:
+            if outcome.ok:
+                scores.add_latency(state, outcome, opts.latency_strategy, now)
+            elif failed:
+                scores.penalize_latency(state)
+        if self.uses_usage:
+            scores.add_usage(state, outcome, opts.tokens_count_strategy, now)
         self.breaker.record(state, failed, now)
 
     def score(self, state: TargetState, now: float) -> float | None:

@@ -12,6 +12,8 @@ from .scores import latency_score, unexplored
 
 
 class LowestLatency(Balancer):
+    uses_latency = True
+
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._last_probe = -1

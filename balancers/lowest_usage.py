@@ -7,6 +7,8 @@ from .scores import usage_now
 
 
 class LowestUsage(Balancer):
+    uses_usage = True
+
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._last = -1
