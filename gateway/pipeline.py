@@ -29,7 +29,7 @@ from .jsonutil import dumps
 from .observe import Observer, RequestRecord
 from .routing import Route, Target
 from .streaming import StreamFailure, StreamResult, relay_stream
-from .upstream import Failure, classify
+from .upstream import Failure, ReuseFlag, classify
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 log = logging.getLogger("llama_gateway")
@@ -208,9 +208,10 @@ class Gateway:
             return self._failed(route, target, classify(exc))
         except StreamFailure as exc:
             return self._failed(route, target, exc.failure)
-        except asyncio.CancelledError:
-            # The client left mid-attempt: no outcome to learn from, but a half-open
-            # breaker trial held by this pick must be handed back (no-op otherwise).
+        except BaseException:
+            # The client left mid-attempt (or a bug): no outcome to learn from, but a
+            # half-open breaker trial held by this pick must be handed back (a no-op
+            # once report() ran).
             route.balancer.release(state)
             raise
         finally:
@@ -219,8 +220,9 @@ class Gateway:
                 resp.release()  # back to the pool if fully read, closed otherwise
         try:
             parsed = target.adapter.parse(call, target.cfg.options, data)
-        except ResponseError as exc:
-            text = errors.transformation_failed(call.route_type, str(exc))
+        except (ResponseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            reason = str(exc) if isinstance(exc, ResponseError) else "unexpected response shape"
+            text = errors.transformation_failed(call.route_type, reason)
             return self._failed(
                 route, target, Failure("invalid_header", "invalid", text, status=200)
             )
@@ -252,15 +254,33 @@ class Gateway:
     async def _send(
         self, url: Any, body: bytes, headers: dict[str, str], timeout: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
+        # Redirects are never followed: a 3xx is the upstream's answer (passed through),
+        # and following one would send our auth header to whatever host it names.
+        reused = ReuseFlag()
         try:
-            return await self.session.post(url, data=body, headers=headers, timeout=timeout)
+            return await self.session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                trace_request_ctx=reused,
+            )
         except aiohttp.ClientConnectorError:
             raise
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            # Closed before any response byte: almost always an idle keep-alive
-            # connection the upstream had already dropped. Not a target failure:
-            # once more, not counted as an attempt (SPEC §6.2).
-            return await self.session.post(url, data=body, headers=headers, timeout=timeout)
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+            aiohttp.ClientConnectionResetError,
+        ):
+            if not reused.value:
+                raise
+            # Closed before any response byte on a pooled idle connection the upstream
+            # had already dropped: not a target failure. Once more, on a fresh
+            # connection, not counted as an attempt (SPEC §6.2).
+            return await self.session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            )
 
     async def _non_200(
         self, route: Route, target: Target, resp: aiohttp.ClientResponse, att: Attempt

@@ -8,6 +8,7 @@ one error event. Each event is written (and so flushed) as soon as the decoder m
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from aiohttp import web
 from .adapters.base import StreamDecoder, Usage
 from .jsonutil import dumps
 from .upstream import Failure, classify
+
+log = logging.getLogger("llama_gateway")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -59,6 +62,11 @@ async def _first_events(content: aiohttp.StreamReader, decoder: StreamDecoder) -
                 break
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise StreamFailure(classify(exc)) from None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        log.exception("stream decoder failed")
+        raise StreamFailure(
+            Failure("invalid_header", "invalid", "unreadable upstream stream")
+        ) from None
     if decoder.error is not None and len(events) <= 1:
         # An error before any token (e.g. Ollama's out-of-memory line) is a failed attempt;
         # the decoder's one error event is then all there is.
@@ -84,8 +92,8 @@ async def relay_stream(
     events = await _first_events(content, decoder)
     resp = result.response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     try:
-        await resp.prepare(request)
         result.first_event_at = clock()
+        await resp.prepare(request)
         await resp.write(b"".join(events))
         while not decoder.done and decoder.error is None:
             try:
@@ -97,7 +105,14 @@ async def relay_stream(
                 )
                 await resp.write(error_event(decoder.error))
                 break
-            events = decoder.feed(data) if data else decoder.finish()
+            try:
+                events = decoder.feed(data) if data else decoder.finish()
+            except Exception:
+                # A frame the decoder did not expect must not break the HTTP framing
+                # of a committed stream: end it with the error event instead.
+                log.exception("stream decoder failed")
+                decoder.error = "transformation failed: unreadable upstream frame"
+                events = [error_event(decoder.error)]
             if events:
                 await resp.write(b"".join(events))
             if not data:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -57,6 +58,28 @@ def client_timeout(b: BalancerConfig) -> aiohttp.ClientTimeout:
     )
 
 
+class ReuseFlag:
+    """Per-request trace context: set when the request went out on a pooled connection."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+
+async def _on_reuse(session: Any, ctx: Any, params: Any) -> None:
+    flag = ctx.trace_request_ctx
+    if flag is not None:
+        flag.value = True
+
+
+def _reuse_tracing() -> aiohttp.TraceConfig:
+    # Only the stale keep-alive rule needs to know whether a connection was reused.
+    tc = aiohttp.TraceConfig()
+    tc.on_connection_reuseconn.append(_on_reuse)
+    return tc
+
+
 def make_session() -> aiohttp.ClientSession:
     """One session for every upstream: pooled keep-alive connections, no cookies."""
     connector = aiohttp.TCPConnector(
@@ -72,4 +95,5 @@ def make_session() -> aiohttp.ClientSession:
         auto_decompress=False,  # we ask for identity; never pay for gunzip we did not ask for
         trust_env=False,
         skip_auto_headers=("User-Agent",),
+        trace_configs=[_reuse_tracing()],
     )

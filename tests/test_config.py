@@ -288,3 +288,11 @@ def test_check_command_prints_every_error(tmp_path: Path) -> None:
         timeout=60,
     )
     assert good.returncode == 0, good.stderr
+
+
+def test_auth_header_must_be_sendable() -> None:
+    t = target(auth={"header_name": "X Key", "header_value": "Bearer s3cret\n"})
+    assert errors_of(doc(t)) == [
+        "routes[0].config.targets[0].auth.header_name: must be a valid HTTP header name",
+        "routes[0].config.targets[0].auth.header_value: must not contain control characters (CR, LF, NUL)",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 from typing import Any
 
@@ -275,15 +277,16 @@ async def test_last_failure_wins_over_an_earlier_passthrough(upstream, gateway, 
 
 
 async def test_connection_closed_before_answer_is_retried_once_uncounted(gateway, http) -> None:
-    """A stale keep-alive connection (closed by the upstream while idle) is no target failure."""
+    """A stale keep-alive connection (closed by the upstream while idle) is no target
+    failure; a close on a fresh connection is, and is never sent twice."""
     from aiohttp import web
 
-    calls = {"n": 0}
+    calls = {"n": 0, "drop_all": 0}
 
     async def chat(request: web.Request) -> web.StreamResponse:
         calls["n"] += 1
         await request.read()
-        if calls["n"] % 2 == 1:  # every other request: close without answering
+        if calls["drop_all"] or calls["n"] % 2 == 0:  # close without answering
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
@@ -303,16 +306,95 @@ async def test_connection_closed_before_answer_is_retried_once_uncounted(gateway
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    upstream_url = f"http://127.0.0.1:{port}/api/chat"
     try:
-        gw = await gateway(
-            route(
-                target(f"http://127.0.0.1:{port}/api/chat", "", weight=1), balancer={"retries": 0}
-            )
-        )
-        for _ in range(2):
+        gw = await gateway(route(target(upstream_url, "", weight=1), balancer={"retries": 0}))
+        for _ in range(3):  # the 1st opens a connection; later ones reuse the pooled one
             status, data, headers = await post(http, url(gw), {"messages": CHAT})
             assert status == 200 and data["choices"][0]["message"]["content"] == "ok"
             assert headers["X-Gateway-Attempts"] == "1"
-        assert calls["n"] == 4
+        assert calls["n"] == 5  # two stale connections, each resent once
+        calls["drop_all"] = 1
+        fresh = await gateway(route(target(upstream_url, "", weight=1), balancer={"retries": 0}))
+        before = calls["n"]
+        status, _, _ = await post(http, url(fresh), {"messages": CHAT})
+        assert status == 502 and calls["n"] == before + 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_upstream_redirect_is_passed_through_not_followed(gateway, http) -> None:
+    """Following a 3xx would send our auth header to whatever host the upstream names."""
+    from aiohttp import web
+
+    stolen: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        await request.read()
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{request.url.port}/steal")
+
+    async def steal(request: web.Request) -> web.Response:
+        stolen.append(request.headers.get("X-Api-Key", ""))
+        return web.json_response({"stolen": True})
+
+    app = web.Application()
+    app.router.add_post("/api/chat", redirect)
+    app.router.add_route("*", "/steal", steal)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        t = target(
+            f"http://127.0.0.1:{port}/api/chat",
+            "",
+            auth={"header_name": "X-Api-Key", "header_value": "SEKRET"},
+        )
+        gw = await gateway(route(t))
+        async with http.post(url(gw), json={"messages": CHAT}, allow_redirects=False) as r:
+            assert r.status == 307
+        assert stolen == []
+    finally:
+        await runner.cleanup()
+
+
+async def test_decoder_failure_mid_stream_ends_with_one_error_event(gateway, http) -> None:
+    """A frame the decoder chokes on must not corrupt the committed SSE response."""
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        await resp.write(
+            b'{"model":"llama2","message":{"role":"assistant","content":"Hi"},"done":false}\n'
+        )
+        await asyncio.sleep(0.3)  # let the first event reach the client first
+        await resp.write(
+            b'{"model":"llama2","message":{"role":"assistant","content":"x","tool_calls":5},"done":false}\n'
+        )
+        await resp.write(
+            b'{"model":"llama2","message":{"role":"assistant","content":""},"done":true}\n'
+        )
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/chat", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        gw = await gateway(route(target(f"http://127.0.0.1:{port}/api/chat", "")))
+        async with http.post(url(gw), json={"messages": CHAT, "stream": True}) as r:
+            assert r.status == 200
+            raw = (await r.read()).decode()
+        assert "HTTP/1.1" not in raw
+        events = [e for e in raw.split("\n\n") if e]
+        assert all(e.startswith("data: ") for e in events)
+        assert '"Hi"' in events[0]
+        assert "[DONE]" not in raw and json.loads(events[-1][6:])["error"]["message"]
     finally:
         await runner.cleanup()

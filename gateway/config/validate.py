@@ -98,6 +98,9 @@ _SINGLE_TARGET_KEYS = {
 }
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 class _Validator(BalancerChecks):
     # ---- document --------------------------------------------------------------------
 
@@ -405,6 +408,12 @@ class _Validator(BalancerChecks):
         )
         header_name = self.string(d, "header_name", path, None)
         header_value = self.string(d, "header_value", path, None)
+        if header_name is not None and not _TOKEN.fullmatch(header_name):
+            self.err(f"{path}.header_name", "must be a valid HTTP header name")
+        if header_value is not None and any(c in header_value for c in "\r\n\0"):
+            # Typical of a secret file with a trailing newline; aiohttp would refuse
+            # every request at run time, so say it once, here.
+            self.err(f"{path}.header_value", "must not contain control characters (CR, LF, NUL)")
         if (header_name is None) != (header_value is None):
             self.err(
                 path,
