@@ -79,13 +79,22 @@ class AccessLog:
             "outcome": rec.outcome,
             "target": target.name,
             "attempts": rec.attempts,
-            "tried_targets": [t.name for t, _ in rec.failures] + [target.name],
+            "tried_targets": _tried(rec),
             "latency_ms": round(rec.duration * 1000, 3),
             "ai": {"proxy": proxy},
         }
         if rec.error:
             entry["error"] = rec.error
         return dumps(entry)
+
+
+def _tried(rec: RequestRecord) -> list[str]:
+    """Every target tried, in order: the failed attempts, then the answering one if its
+    attempt did not fail (a failed last attempt is already among the failures)."""
+    names = [t.name for t, _ in rec.failures]
+    if len(rec.failures) < rec.attempts and rec.target is not None:
+        names.append(rec.target.name)
+    return names
 
 
 def _redacted(body: bytes | None, target: Any, secrets: tuple[str, ...]) -> str:

@@ -61,7 +61,15 @@ class Target:
     def upstream_headers(self, client_headers: Any) -> dict[str, str]:
         """Client headers minus the ones we must not forward, plus our auth header."""
         drop = self.drop_headers
-        out = {k: v for k, v in client_headers.items() if k.lower() not in drop}
+        out = {
+            k: v
+            for k, v in client_headers.items()
+            if (low := k.lower()) not in drop and not low.startswith("proxy-")
+        }
+        conn = client_headers.get("Connection")
+        if conn:  # hop-by-hop headers the client named in Connection (RFC 9110 §7.6.1)
+            named = {n.strip().lower() for n in conn.split(",")}
+            out = {k: v for k, v in out.items() if k.lower() not in named}
         out["Content-Type"] = "application/json"
         out["Accept-Encoding"] = "identity"
         auth = self.cfg.auth

@@ -272,3 +272,13 @@ async def test_failover_on_listed_status_then_passthrough_when_exhausted(
     )
     status, _, headers = await post_json(http, url(gw2, "/x"), {"messages": CHAT})
     assert status == 503 and headers["X-Gateway-Attempts"] == "1"
+
+
+async def test_hop_by_hop_headers_are_not_forwarded(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    headers = {"Proxy-Secret": "p", "Connection": "x-hop", "X-Hop": "h", "X-Keep": "k"}
+    await post_json(http, url(gw), {"messages": CHAT}, headers=headers)
+    rec = up.generation_requests()[0]
+    assert "Proxy-Secret" not in rec.headers and "X-Hop" not in rec.headers
+    assert rec.headers["X-Keep"] == "k"
