@@ -28,7 +28,7 @@ from .intake import make_call, parse_body, read_body
 from .jsonutil import dumps
 from .observe import Observer, RequestRecord
 from .routing import Route, Target
-from .streaming import StreamFailure, StreamResult, relay_stream
+from .streaming import SHUTDOWN_MESSAGE, StreamFailure, StreamResult, relay_stream
 from .upstream import Failure, ReuseFlag, classify
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
@@ -61,13 +61,18 @@ class Gateway:
         self.wall = wall
         self.observers = tuple(observers)
         self.in_flight = 0
-        self.streams: set[asyncio.Task[Any]] = set()  # handler tasks currently streaming
-        self.closing = False  # set when drain time ran out: streams end with an error event
+        self.tasks: set[asyncio.Task[Any]] = set()  # handler tasks in flight (for drain)
+        # Set when drain time ran out: committed streams end with an error event, the
+        # rest get 503 `gateway is shutting down`.
+        self.closing = False
 
     # ------------------------------------------------------------------ request intake
 
     async def handle(self, request: web.Request, route: Route) -> web.StreamResponse:
         rec = RequestRecord(route=route, started=self.clock(), wall_started=self.wall())
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         self.in_flight += 1
         try:
             resp = await self._handle(request, route, rec)
@@ -78,13 +83,20 @@ class Gateway:
             return error_response(exc.status, exc.message, exc.headers)
         except asyncio.CancelledError:
             rec.outcome = observe.CANCELLED
-            raise
+            if not self.closing or rec.status:
+                raise
+            # Our own shutdown ran out of drain time before anything was sent: a clear
+            # answer instead of a dropped connection.
+            task.uncancel()
+            rec.status, rec.error = 503, SHUTDOWN_MESSAGE
+            return error_response(503, SHUTDOWN_MESSAGE)
         except Exception:
             # A bug must not turn into aiohttp's text/plain 500 (or a leaked traceback).
             log.exception("internal error on route %s", route.name)
             rec.status, rec.outcome, rec.error = 500, observe.GATEWAY_ERROR, errors.INTERNAL
             return error_response(500, errors.INTERNAL)
         finally:
+            self.tasks.discard(task)
             self.in_flight -= 1
             rec.duration = self.clock() - rec.started
             if not rec.outcome:
@@ -103,7 +115,7 @@ class Gateway:
         candidates = route.candidates(model)
         call = make_call(cfg, body, int(rec.wall_started))
         rec.stream = call.stream
-        rec.request_model = model if isinstance(model, str) else None
+        rec.request_model = model if isinstance(model, str) and model.isprintable() else None
         return await self._attempts(request, route, call, candidates, Attempt(rec))
 
     # ------------------------------------------------------------------ attempt loop
@@ -329,9 +341,6 @@ class Gateway:
         resp: aiohttp.ClientResponse,
         att: Attempt,
     ) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None
-        self.streams.add(task)
         result = StreamResult()
         decoder = target.adapter.decoder(call, target.cfg.options)
         try:
@@ -345,7 +354,6 @@ class Gateway:
                 result,
             )
         finally:
-            self.streams.discard(task)
             if result.response is not None:  # committed: this target answered
                 self._stream_done(route, target, call, att, result, decoder.completion_text_len)
 
@@ -366,19 +374,21 @@ class Gateway:
         rec.usage = u
         rec.ttft = result.first_event_at - rec.started
         rec.error = result.error
-        if result.cancelled:
+        # Ended by the client, or by our own shutdown: nothing to hold against the target.
+        gone = result.cancelled or result.error == SHUTDOWN_MESSAGE
+        if gone:
             rec.outcome = observe.CANCELLED
         self._timings(rec, att)
         route.balancer.report(
             target.state,
             Outcome(
-                ok=result.error is None and not result.cancelled,
+                ok=result.error is None and not gone,
                 latency=done - att.sent_at,
                 ttft=result.first_event_at - att.sent_at,
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,
                 cost=rec.cost,
-                failure="midstream" if result.error is not None else None,
+                failure="midstream" if result.error is not None and not gone else None,
             ),
         )
 

@@ -140,10 +140,12 @@ class Route:
             if self.default_needs_client_model:
                 raise errors.GatewayError(400, errors.NO_MODEL)
             return self.default
-        if isinstance(model, str):
+        if isinstance(model, str) and model.isprintable():
             found = self.by_alias.get(model) or self.by_name.get(model) or self.unnamed
         else:
-            found = []  # a non-string model can match no name and cannot be sent upstream
+            # A non-string model (or one with control characters, which could not go
+            # into the X-Kong-LLM-Model header) matches no name and is not sent upstream.
+            found = []
         if not found:
             raise errors.GatewayError(400, self.own_model_error or errors.NO_MODEL)
         return found

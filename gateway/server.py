@@ -3,7 +3,7 @@
 Proxy listener: every route path → the shared `Gateway` handler. Status listener:
 /healthz, /readyz (and later /metrics, /status). Shutdown drains: readiness goes 503,
 the proxy stops accepting, in-flight requests and streams get `drain_timeout` seconds,
-then remaining streams end with an error event.
+then remaining streams end with an error event and other requests get a 503.
 """
 
 from __future__ import annotations
@@ -146,13 +146,13 @@ class GatewayServer:
         deadline = self.clock() + (self.config.server.drain_timeout if timeout is None else timeout)
         while gw.in_flight and self.clock() < deadline and not (force and force.is_set()):
             await asyncio.sleep(0.05)
-        if gw.streams:
-            log.warning("drain time over: ending %d open stream(s)", len(gw.streams))
-            gw.closing = True
-            for task in list(gw.streams):
+        if gw.tasks:
+            log.warning("drain time over: ending %d request(s) still in flight", len(gw.tasks))
+            gw.closing = True  # committed streams get an error event, the rest a 503
+            for task in list(gw.tasks):
                 task.cancel()
             for _ in range(40):
-                if not gw.streams:
+                if not gw.tasks:
                     break
                 await asyncio.sleep(0.05)
         await self.stop()

@@ -398,3 +398,14 @@ async def test_decoder_failure_mid_stream_ends_with_one_error_event(gateway, htt
         assert "[DONE]" not in raw and json.loads(events[-1][6:])["error"]["message"]
     finally:
         await runner.cleanup()
+
+
+async def test_model_with_control_characters_is_refused(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat", name=None)))
+    status, data, _ = await post(http, url(gw), {"model": "x\r\nSet-Cookie: a=b", "messages": CHAT})
+    assert (status, msg(data)) == (
+        400,
+        "model parameter not found in request, nor in gateway configuration",
+    )
+    assert up.generation_requests() == []

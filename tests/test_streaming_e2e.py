@@ -206,7 +206,7 @@ async def test_client_disconnect_cancels_upstream(upstream, gateway) -> None:
         if gw.gateway is not None and gw.gateway.in_flight == 0:
             break
         await asyncio.sleep(0.02)
-    assert gw.gateway is not None and gw.gateway.in_flight == 0 and not gw.gateway.streams
+    assert gw.gateway is not None and gw.gateway.in_flight == 0 and not gw.gateway.tasks
 
 
 async def test_events_reach_the_client_while_the_upstream_still_generates(
