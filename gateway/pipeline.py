@@ -29,7 +29,7 @@ from .jsonutil import dumps
 from .observe import Observer, RequestRecord
 from .routing import Route, Target
 from .streaming import SHUTDOWN_MESSAGE, StreamFailure, StreamResult, relay_stream
-from .upstream import Failure, ReuseFlag, classify
+from .upstream import Failure, ReuseFlag, classify, current_reuse
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 log = logging.getLogger("llama_gateway")
@@ -269,14 +269,10 @@ class Gateway:
         # Redirects are never followed: a 3xx is the upstream's answer (passed through),
         # and following one would send our auth header to whatever host it names.
         reused = ReuseFlag()
+        token = current_reuse.set(reused)
         try:
             return await self.session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-                trace_request_ctx=reused,
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
         except aiohttp.ClientConnectorError:
             raise
@@ -287,12 +283,15 @@ class Gateway:
         ):
             if not reused.value:
                 raise
+            reused.value = False
             # Closed before any response byte on a pooled idle connection the upstream
             # had already dropped: not a target failure. Once more, on a fresh
             # connection, not counted as an attempt (SPEC §6.2).
             return await self.session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
+        finally:
+            current_reuse.reset(token)
 
     async def _non_200(
         self, route: Route, target: Target, resp: aiohttp.ClientResponse, att: Attempt
