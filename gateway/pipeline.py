@@ -264,7 +264,7 @@ class Gateway:
         )
 
     async def _send(
-        self, url: Any, body: bytes, headers: dict[str, str], timeout: aiohttp.ClientTimeout
+        self, url: Any, body: bytes, headers: Any, timeout: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
         # Redirects are never followed: a 3xx is the upstream's answer (passed through),
         # and following one would send our auth header to whatever host it names.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict, MultiDict
 from yarl import URL
 
 from balancers import Balancer, BalancerOptions, TargetState, make_balancer
@@ -58,18 +59,19 @@ class Target:
     def name(self) -> str:
         return self.cfg.name
 
-    def upstream_headers(self, client_headers: Any) -> dict[str, str]:
-        """Client headers minus the ones we must not forward, plus our auth header."""
+    def upstream_headers(self, client_headers: Any) -> CIMultiDict[str]:
+        """Client headers (repeated ones kept) minus the ones we must not forward, plus
+        our auth header."""
         drop = self.drop_headers
-        out = {
-            k: v
-            for k, v in client_headers.items()
-            if (low := k.lower()) not in drop and not low.startswith("proxy-")
-        }
+        out: CIMultiDict[str] = CIMultiDict()
+        for k, v in client_headers.items():
+            low = k.lower()
+            if low not in drop and not low.startswith("proxy-"):
+                out.add(k, v)
         conn = client_headers.get("Connection")
         if conn:  # hop-by-hop headers the client named in Connection (RFC 9110 §7.6.1)
-            named = {n.strip().lower() for n in conn.split(",")}
-            out = {k: v for k, v in out.items() if k.lower() not in named}
+            for name in conn.split(","):
+                out.popall(name.strip(), None)
         out["Content-Type"] = "application/json"
         out["Accept-Encoding"] = "identity"
         auth = self.cfg.auth
@@ -84,8 +86,12 @@ class Target:
         query_auth = auth.param_location == "query"
         if not client_query and not query_auth:
             return self.url
-        query: dict[str, Any] = dict(self.url.query)
-        query.update(client_query)
+        # The operator's query first, then the client's (a client key replaces the
+        # operator's; repeated client keys are all kept).
+        query: MultiDict[str] = MultiDict(
+            (k, v) for k, v in self.url.query.items() if k not in client_query
+        )
+        query.extend(client_query)
         if query_auth and (not auth.allow_override or auth.param_name not in client_query):
             query[auth.param_name] = auth.param_value  # type: ignore[index]
         return self.url.with_query(query)

@@ -282,3 +282,20 @@ async def test_hop_by_hop_headers_are_not_forwarded(upstream, gateway, http) -> 
     rec = up.generation_requests()[0]
     assert "Proxy-Secret" not in rec.headers and "X-Hop" not in rec.headers
     assert rec.headers["X-Keep"] == "k"
+
+
+async def test_repeated_headers_and_query_params_are_all_forwarded(upstream, gateway, http) -> None:
+    from multidict import CIMultiDict
+
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    headers = CIMultiDict([("X-Tag", "a"), ("X-Tag", "b")])
+    await post_json(http, url(gw) + "?tag=1&tag=2", {"messages": CHAT}, headers=headers)
+    rec = up.generation_requests()[0]
+    assert rec.headers.getall("X-Tag") == ["a", "b"]  # type: ignore[attr-defined]
+    from multidict import MultiDict
+
+    t = gw.router.routes[0].targets[0]
+    assert str(t.upstream_url(MultiDict([("tag", "1"), ("tag", "2")]))).endswith(
+        "/api/chat?tag=1&tag=2"
+    )
