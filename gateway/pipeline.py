@@ -306,20 +306,26 @@ class Gateway:
         failure = Failure(
             criterion, "status", f"upstream answered {resp.status}", status=resp.status
         )
-        self._failed(route, target, failure)
+        retry = criterion in route.cfg.balancer.failover_criteria
+        # A client-caused 4xx passed through is the upstream working, not failing: the
+        # balancer hears of it (it ignores it), /status does not count it as a failure.
+        self._failed(route, target, failure, counted=retry or upstream_fault(resp.status))
         self._timings(att.rec, att)
-        if criterion in route.cfg.balancer.failover_criteria:
+        if retry:
             att.passthrough = answer
             return failure
         rec = att.rec
         rec.answered_by_upstream = True
         rec.response_body = data
-        if resp.status >= 500 or resp.status == 429:  # the upstream failed, not the client
+        if upstream_fault(resp.status):  # the upstream failed, not the client
             rec.failures.append((target, "status"))
         return answer
 
-    def _failed(self, route: Route, target: Target, failure: Failure) -> Failure:
-        target.state.failures += 1
+    def _failed(
+        self, route: Route, target: Target, failure: Failure, counted: bool = True
+    ) -> Failure:
+        if counted:
+            target.state.failures += 1
         route.balancer.report(
             target.state, Outcome(ok=False, failure=failure.reason, status=failure.status)
         )
@@ -408,6 +414,11 @@ class Gateway:
         if route.cfg.model_name_header:
             headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
         return headers
+
+
+def upstream_fault(status: int) -> bool:
+    """An upstream answer that means the upstream failed (not the client's request)."""
+    return status >= 500 or status == 429
 
 
 def _outcome(rec: RequestRecord) -> str:

@@ -165,6 +165,8 @@ async def test_upstream_non_200_passed_through_unchanged(upstream, gateway, http
         assert r.status == 404
         assert await r.read() == b'{"error":"model \'nope\' not found"}'
         assert r.headers["X-Gateway-Attempts"] == "1"
+    state = gw.router.routes[0].targets[0].state
+    assert (state.requests, state.failures) == (1, 0), "a client-caused 404 is no target failure"
 
 
 async def test_unreadable_200_is_500(upstream, gateway, http) -> None:
