@@ -8,7 +8,6 @@ from ._checks import Checker
 from .schema import (
     ALGORITHMS,
     FAILOVER_CRITERIA,
-    IMPLEMENTED_ALGORITHMS,
     ActiveHealthcheck,
     BalancerConfig,
     HealthDirection,
@@ -39,12 +38,6 @@ class BalancerChecks(Checker):
         )
         b = BalancerConfig()
         algorithm = self.choice(d, "algorithm", path, ALGORITHMS, b.algorithm)
-        if algorithm not in IMPLEMENTED_ALGORITHMS:
-            self.err(
-                f"{path}.algorithm",
-                f"{algorithm!r} is valid but not implemented yet in this version "
-                f"(implemented: {', '.join(sorted(IMPLEMENTED_ALGORITHMS))})",
-            )
         criteria = d.get("failover_criteria")
         if criteria is None:
             criteria_t = b.failover_criteria

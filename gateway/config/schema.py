@@ -15,6 +15,8 @@ CHAT = "llm/v1/chat"
 COMPLETIONS = "llm/v1/completions"
 ROUTE_TYPES = (CHAT, COMPLETIONS)
 FORMATS = ("raw", "ollama", "openai")
+# Kong's names, in Kong's order; each has a module in balancers/ (Kong's optional
+# `semantic` needs embeddings and is not offered).
 ALGORITHMS = (
     "round-robin",
     "lowest-latency",
@@ -23,8 +25,7 @@ ALGORITHMS = (
     "consistent-hashing",
     "priority",
 )
-# Algorithms whose code exists; the others validate but are refused with a clear message.
-IMPLEMENTED_ALGORITHMS = implemented()
+assert frozenset(ALGORITHMS) == implemented(), "config and balancers disagree"
 FAILOVER_CRITERIA = (
     "error",
     "timeout",
