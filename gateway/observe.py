@@ -43,7 +43,9 @@ class RequestRecord:
     duration: float = 0.0  # seconds, whole request (for streams the whole stream)
     usage: Usage | None = None
     error: str | None = None  # gateway-made error text, or the mid-stream error
-    request_body: bytes | None = None  # only kept when a target has log_payloads
+    # The bytes aiohttp already holds for this request (a reference, not a copy); read
+    # only by the access log when the target has log_payloads.
+    request_body: bytes | None = None
     response_body: bytes | None = None
 
     @property

@@ -83,8 +83,6 @@ class BalancerChecks(Checker):
             return ActiveHealthcheck()
         hpath = f"{path}.healthchecks"
         h = self.mapping(d["healthchecks"], hpath, {"active"}, {"passive": None})
-        if d["healthchecks"] is False:
-            return None
         if "active" in h and h["active"] is None:
             return None
         apath = f"{hpath}.active"
