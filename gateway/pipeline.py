@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from balancers import Outcome, PickContext
@@ -24,12 +23,13 @@ from . import errors, observe
 from .adapters.base import Call, ResponseError, TransformError
 from .adapters.common import estimated_usage
 from .errors import GatewayError, error_response
+from .http1 import Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
 from .intake import make_call, parse_body, read_body
 from .jsonutil import dumps
 from .observe import Observer, RequestRecord
 from .routing import Route, Target
 from .streaming import SHUTDOWN_MESSAGE, StreamFailure, StreamResult, relay_stream
-from .upstream import Failure, ReuseFlag, classify, current_reuse
+from .upstream import Failure, classify
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 log = logging.getLogger("llama_gateway")
@@ -51,12 +51,12 @@ class Gateway:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         observers: Sequence[Observer] = (),
     ) -> None:
-        self.session = session
+        self.pool = pool
         self.clock = clock
         self.wall = wall
         self.observers = tuple(observers)
@@ -202,13 +202,10 @@ class Gateway:
         state.in_flight += 1
         state.requests += 1
         att.sent_at = self.clock()
-        resp: aiohttp.ClientResponse | None = None
+        resp: Response | None = None
         try:
             resp = await self._send(
-                target.upstream_url(request.query),
-                dumps(upstream_body),
-                target.upstream_headers(request.headers),
-                route.timeout,
+                target.origin, target.request_bytes(request, dumps(upstream_body)), route.timeout
             )
             att.headers_at = self.clock()
             if resp.status != 200:
@@ -216,7 +213,7 @@ class Gateway:
             if call.stream:
                 return await self._stream(request, route, target, call, resp, att)
             data = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except UpstreamError as exc:
             return self._failed(route, target, classify(exc))
         except StreamFailure as exc:
             return self._failed(route, target, exc.failure)
@@ -263,38 +260,21 @@ class Gateway:
             headers=self._success_headers(route, att, target, call),
         )
 
-    async def _send(
-        self, url: Any, body: bytes, headers: Any, timeout: aiohttp.ClientTimeout
-    ) -> aiohttp.ClientResponse:
+    async def _send(self, origin: Origin, data: bytes, timeouts: Timeouts) -> Response:
         # Redirects are never followed: a 3xx is the upstream's answer (passed through),
         # and following one would send our auth header to whatever host it names.
-        reused = ReuseFlag()
-        token = current_reuse.set(reused)
         try:
-            return await self.session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            )
-        except aiohttp.ClientConnectorError:
-            raise
-        except (
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-            aiohttp.ClientConnectionResetError,
-        ):
-            if not reused.value:
+            return await self.pool.request(origin, data, timeouts)
+        except Disconnected as exc:
+            if not exc.stale:
                 raise
-            reused.value = False
             # Closed before any response byte on a pooled idle connection the upstream
             # had already dropped: not a target failure. Once more, on a fresh
             # connection, not counted as an attempt (SPEC §6.2).
-            return await self.session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            )
-        finally:
-            current_reuse.reset(token)
+            return await self.pool.request(origin, data, timeouts, fresh=True)
 
     async def _non_200(
-        self, route: Route, target: Target, resp: aiohttp.ClientResponse, att: Attempt
+        self, route: Route, target: Target, resp: Response, att: Attempt
     ) -> web.Response | Failure:
         """Upstream non-200: passed through unchanged, unless failover applies (then the
         pass-through is kept in case no other target answers)."""
@@ -343,7 +323,7 @@ class Gateway:
         route: Route,
         target: Target,
         call: Call,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         att: Attempt,
     ) -> web.StreamResponse:
         result = StreamResult()

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from multidict import CIMultiDict, MultiDict
+from aiohttp import web
+from multidict import MultiDict
 from yarl import URL
 
 from balancers import Balancer, BalancerOptions, TargetState, make_balancer
@@ -22,7 +22,8 @@ from . import errors
 from .adapters import get_adapter
 from .adapters.base import Adapter
 from .config import RouteConfig, TargetConfig
-from .upstream import client_timeout
+from .http1 import Origin, Timeouts
+from .upstream import timeouts
 
 # Never forwarded to an upstream (SPEC §3.5): hop-by-hop headers, Host and
 # Content-Length (recomputed), Accept-Encoding (we ask for identity).
@@ -52,34 +53,49 @@ class Target:
     state: TargetState
     adapter: Adapter
     url: URL
-    drop_headers: frozenset[str]  # lower-cased client header names we do not forward
+    origin: Origin
+    drop_headers: frozenset[bytes]  # lower-cased client header names we do not forward
     model_header: str | None  # X-Kong-LLM-Model value when the model name is fixed
+    # Request bytes computed once: `POST <path> HTTP/1.1` + Host, and the fields we
+    # always add (Content-Type, Accept-Encoding, a forced auth header).
+    request_line: bytes = b""
+    host_field: bytes = b""
+    fixed_fields: bytes = b""
+    auth_field: bytes | None = None  # an allow_override auth header, sent when absent
 
     @property
     def name(self) -> str:
         return self.cfg.name
 
-    def upstream_headers(self, client_headers: Any) -> CIMultiDict[str]:
-        """Client headers (repeated ones kept) minus the ones we must not forward, plus
-        our auth header."""
-        drop = self.drop_headers
-        out: CIMultiDict[str] = CIMultiDict()
-        for k, v in client_headers.items():
-            low = k.lower()
-            if low not in drop and not low.startswith("proxy-"):
-                out.add(k, v)
-        conn = client_headers.get("Connection")
-        if conn:  # hop-by-hop headers the client named in Connection (RFC 9110 §7.6.1)
-            for name in conn.split(","):
-                out.popall(name.strip(), None)
-        out["Content-Type"] = "application/json"
-        out["Accept-Encoding"] = "identity"
-        auth = self.cfg.auth
-        if auth.header_name is not None and (
-            not auth.allow_override or auth.header_name not in client_headers
-        ):
-            out[auth.header_name] = auth.header_value  # type: ignore[assignment]
-        return out
+    def request_bytes(
+        self, request: web.BaseRequest, body: bytes, drop: frozenset[bytes] | None = None
+    ) -> bytes:
+        """The whole upstream request: client headers (repeated ones kept) minus the
+        ones we must not forward (SPEC §3.5), our fields, then the body."""
+        if drop is None:
+            drop = self.drop_headers
+        if request.query_string or self.cfg.auth.param_location == "query":
+            line = _request_line(self.upstream_url(request.query))
+        else:
+            line = self.request_line
+        parts = [line, self.host_field]
+        named: set[bytes] | None = None
+        for name, value in request.raw_headers:
+            low = name.lower()
+            if low in drop or low.startswith(b"proxy-"):
+                if low == b"connection":
+                    # Hop-by-hop fields the client named in Connection (RFC 9110 §7.6.1).
+                    named = {t.strip().lower() for t in value.split(b",")} - drop
+                continue
+            parts.append(name + b": " + value + b"\r\n")
+        if named:
+            return self.request_bytes(request, body, drop | named)
+        parts.append(self.fixed_fields)
+        if self.auth_field is not None and self.cfg.auth.header_name not in request.headers:
+            parts.append(self.auth_field)
+        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        parts.append(body)
+        return b"".join(parts)
 
     def upstream_url(self, client_query: Any) -> URL:
         auth = self.cfg.auth
@@ -107,17 +123,41 @@ class Target:
             upstream_body[name] = auth.param_value  # type: ignore[index]
 
 
+def _request_line(url: URL) -> bytes:
+    return b"POST " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n"
+
+
+def _field(name: str, value: str) -> bytes:
+    # Values were checked at load (no CR/LF); UTF-8 like aiohttp sent them before.
+    return name.encode("ascii") + b": " + value.encode("utf-8") + b"\r\n"
+
+
 def _make_target(cfg: TargetConfig, index: int) -> Target:
-    drop = set(_NOT_FORWARDED)
-    if cfg.auth.header_name is not None and not cfg.auth.allow_override:
-        drop.add(cfg.auth.header_name.lower())
+    drop = {name.encode() for name in _NOT_FORWARDED}
+    auth = cfg.auth
+    fixed = _field("Content-Type", "application/json") + _field("Accept-Encoding", "identity")
+    auth_field = None
+    if auth.header_name is not None:
+        line = _field(auth.header_name, auth.header_value)  # type: ignore[arg-type]
+        if auth.allow_override:
+            auth_field = line
+        else:
+            drop.add(auth.header_name.lower().encode())
+            fixed += line
+    url = URL(cfg.options.upstream_url.url)
+    origin = Origin(url.scheme, url.raw_host or "", url.port or 80)
     return Target(
         cfg=cfg,
         state=TargetState(index=index, name=cfg.name, weight=cfg.weight),
         adapter=get_adapter(cfg.options.llama2_format),
-        url=URL(cfg.options.upstream_url.url),
+        url=url,
+        origin=origin,
         drop_headers=frozenset(drop),
         model_header=f"llama2/{cfg.model.name}" if cfg.model.name else None,
+        request_line=_request_line(url),
+        host_field=origin.host_field(),
+        fixed_fields=fixed,
+        auth_field=auth_field,
     )
 
 
@@ -126,7 +166,7 @@ class Route:
     cfg: RouteConfig
     targets: list[Target]
     balancer: Balancer
-    timeout: aiohttp.ClientTimeout
+    timeout: Timeouts
     secrets: tuple[str, ...]
     # Model-based candidate sets (SPEC §3.3), as balancer states.
     by_alias: dict[str, list[TargetState]] = field(default_factory=dict)
@@ -175,7 +215,7 @@ def build_route(cfg: RouteConfig, clock: Clock) -> Route:
         cfg=cfg,
         targets=targets,
         balancer=make_balancer(cfg.balancer.algorithm, states, clock, _balancer_options(cfg)),
-        timeout=client_timeout(cfg.balancer),
+        timeout=timeouts(cfg.balancer),
         secrets=cfg.secrets(),
     )
     names: set[str] = set()

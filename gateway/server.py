@@ -21,13 +21,13 @@ from . import errors
 from .accesslog import AccessLog
 from .config import Config
 from .errors import error_response
+from .http1 import Pool
 from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
 from .probes import build_health_checker
 from .routing import Router, build_route
 from .status import status_document
-from .upstream import make_session
 
 log = logging.getLogger("llama_gateway")
 
@@ -103,9 +103,7 @@ class GatewayServer:
         status_port: int | None = None,
     ) -> None:
         s = self.config.server
-        self.gateway = Gateway(
-            make_session(), clock=self.clock, observers=(self.metrics, self.access_log)
-        )
+        self.gateway = Gateway(Pool(), clock=self.clock, observers=(self.metrics, self.access_log))
         self._status_runner = web.AppRunner(self.status_app(), access_log=None)
         await self._status_runner.setup()
         status_site = web.TCPSite(
@@ -165,7 +163,7 @@ class GatewayServer:
             await self._proxy_runner.cleanup()
             self._proxy_runner = None
         if self.gateway is not None:
-            await self.gateway.session.close()
+            await self.gateway.pool.close()
         if self._status_runner is not None:
             await self._status_runner.cleanup()
             self._status_runner = None

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from .adapters.base import StreamDecoder, Usage
+from .http1 import Response, UpstreamError
 from .jsonutil import dumps
 from .upstream import Failure, classify
 
@@ -53,14 +53,14 @@ def error_event(message: str) -> bytes:
     return b"data: " + dumps({"error": {"message": message}}) + b"\n\n"
 
 
-async def _first_events(content: aiohttp.StreamReader, decoder: StreamDecoder) -> list[bytes]:
+async def _first_events(upstream: Response, decoder: StreamDecoder) -> list[bytes]:
     try:
         while True:
-            data = await content.readany()
+            data = await upstream.readany()
             events = decoder.feed(data) if data else decoder.finish()
             if events or not data:
                 break
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except UpstreamError as exc:
         raise StreamFailure(classify(exc)) from None
     except (ValueError, TypeError, KeyError, AttributeError):
         log.exception("stream decoder failed")
@@ -76,7 +76,7 @@ async def _first_events(content: aiohttp.StreamReader, decoder: StreamDecoder) -
 
 async def relay_stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     decoder: StreamDecoder,
     headers: dict[str, str],
     closing: Callable[[], bool],
@@ -88,8 +88,7 @@ async def relay_stream(
     `closing()` tells a cancellation by the gateway's own shutdown (end the stream with
     an error event) from a client disconnect (just stop).
     """
-    content = upstream.content
-    events = await _first_events(content, decoder)
+    events = await _first_events(upstream, decoder)
     resp = result.response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     try:
         result.first_event_at = clock()
@@ -97,8 +96,8 @@ async def relay_stream(
         await resp.write(b"".join(events))
         while not decoder.done and decoder.error is None:
             try:
-                data = await content.readany()
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                data = await upstream.readany()
+            except UpstreamError as exc:
                 failure = classify(exc)
                 decoder.error = (
                     "upstream timed out" if failure.is_timeout else "upstream connection lost"

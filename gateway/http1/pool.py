@@ -1,0 +1,386 @@
+"""Keep-alive connections to upstreams, and the one request/response exchange on them."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+
+from .errors import (
+    ConnectFailed,
+    ConnectTimeout,
+    Disconnected,
+    InvalidResponse,
+    ReadTimeout,
+    UpstreamError,
+    WriteTimeout,
+)
+from .parser import ResponseParser
+
+HIGH_WATER = 256 * 1024  # buffered body bytes at which we stop reading the socket
+DNS_TTL = 60.0
+
+Address = tuple[int, tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float  # seconds to establish the TCP (and TLS) connection
+    read: float  # longest silence while waiting for the head or for body bytes
+    write: float  # longest wait for the socket to take the request
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str  # http | https
+    host: str  # as it goes on the wire (IDNA-encoded), without IPv6 brackets
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    def host_field(self) -> bytes:
+        """The request's `Host:` line (RFC 9112 §3.2): the port only when not default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        value = host if self.port == (443 if self.tls else 80) else f"{host}:{self.port}"
+        return b"Host: " + value.encode("ascii") + b"\r\n"
+
+
+# Connection states.
+_IDLE, _ACTIVE, _CLOSED = range(3)
+
+
+class Response:
+    """One upstream response: `status`, `headers`, then `read()` (the whole body) or
+    `readany()` (what has arrived; b"" at the end). `release()` or `close()` it once."""
+
+    __slots__ = ("_conn", "headers", "reason", "status")
+
+    def __init__(self, conn: _Conn, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        self._conn: _Conn | None = conn
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+    async def read(self) -> bytes:
+        conn = self._conn
+        assert conn is not None, "response already released"
+        conn.unlimited = True  # the whole body is wanted: never pause the socket
+        if conn.paused_reading:
+            conn.resume()
+        while not conn.parser.done:
+            if conn.error is not None:
+                raise conn.error
+            await conn.wait()
+        chunks = conn.take()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def readany(self) -> bytes:
+        conn = self._conn
+        assert conn is not None, "response already released"
+        while not conn.chunks:
+            if conn.parser.done:
+                return b""
+            if conn.error is not None:
+                raise conn.error
+            await conn.wait()
+        chunks = conn.take()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def release(self) -> None:
+        """Back to the pool if the body was read to its end on a reusable connection;
+        closed otherwise (an unread body would corrupt the next exchange)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finish()
+
+    def close(self) -> None:
+        """Drop the connection now: the upstream sees us go and can stop generating."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection: writes a request, parses its response as it arrives."""
+
+    def __init__(self, pool: Pool, origin: Origin) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.state = _IDLE
+        self.reused = False
+        self.idle_since = 0.0
+        self.read_timeout = 0.0
+        self.parser = ResponseParser()
+        self.got_bytes = False
+        self.error: UpstreamError | None = None
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.unlimited = False
+        self.paused_reading = False
+        self.paused_writing = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.state != _ACTIVE:
+            # Bytes nobody asked for: this connection can no longer frame an answer.
+            self.parser.keep_alive = False
+            if self.state == _IDLE:
+                self.abort()
+            return
+        self.got_bytes = True
+        try:
+            self.buffered += self.parser.feed(data, self.chunks)
+        except InvalidResponse as exc:
+            self.error = exc
+            self.abort()
+        else:
+            if self.buffered > HIGH_WATER and not self.unlimited and not self.paused_reading:
+                self.paused_reading = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        state, self.state = self.state, _CLOSED
+        self.pool.lost(self, state == _IDLE)
+        parser = self.parser
+        if state == _ACTIVE and self.error is None and not (exc is None and parser.eof()):
+            if parser.done:
+                pass  # complete; only the connection is gone
+            elif self.got_bytes:
+                self.error = Disconnected(
+                    "upstream closed the connection mid-response", midway=True
+                )
+            else:
+                self.error = Disconnected(
+                    "upstream closed the connection before answering",
+                    stale=self.reused,
+                )
+        self._wake()
+        drain = self.drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(self.error or Disconnected("upstream closed the connection"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost settles the response
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        drain = self.drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # ------------------------------------------------------------------ exchange
+
+    def send(self, data: bytes, read_timeout: float) -> None:
+        self.state = _ACTIVE
+        self.read_timeout = read_timeout
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    async def drain(self, timeout: float) -> None:
+        fut = self.drain_waiter = self.loop.create_future()
+        handle = self.loop.call_later(timeout, _expire, fut, WriteTimeout)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self.drain_waiter = None
+
+    async def wait(self) -> None:
+        """Until the protocol has news (head, body bytes, end, error) or the read
+        timeout passes without any."""
+        fut = self.waiter = self.loop.create_future()
+        handle = self.loop.call_later(self.read_timeout, _expire, fut, ReadTimeout)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self.waiter = None
+
+    def _wake(self) -> None:
+        fut = self.waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def take(self) -> list[bytes]:
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        if self.paused_reading:
+            self.resume()
+        return chunks
+
+    def resume(self) -> None:
+        self.paused_reading = False
+        if self.state != _CLOSED:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def finish(self) -> None:
+        parser = self.parser
+        if self.state == _ACTIVE and parser.done and parser.keep_alive and not self.chunks:
+            self.state = _IDLE
+            self.reused = True
+            self.got_bytes = False
+            self.parser = ResponseParser()
+            self.unlimited = False
+            self.pool.put(self)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _expire(fut: asyncio.Future[None], exc_type: type[UpstreamError]) -> None:
+    if not fut.done():
+        fut.set_exception(exc_type())
+
+
+class Pool:
+    """Keep-alive connections per origin, most recently used first; no size limit
+    (concurrency is bounded by clients, not by an arbitrary pool size)."""
+
+    def __init__(self, keepalive: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.keepalive = keepalive
+        self._ssl = ssl_context
+        self._idle: dict[Origin, list[_Conn]] = {}
+        self._busy: set[_Conn] = set()
+        self._dns: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    async def request(
+        self, origin: Origin, data: bytes, timeouts: Timeouts, fresh: bool = False
+    ) -> Response:
+        """Send `data` (a whole request) and return once the response head is in.
+        `fresh` skips pooled connections (the one resend after a stale one)."""
+        conn = None if fresh else self._take(origin)
+        if conn is None:
+            conn = await self._connect(origin, timeouts.connect)
+        self._busy.add(conn)
+        try:
+            conn.send(data, timeouts.read)
+            if conn.paused_writing:
+                await conn.drain(timeouts.write)
+            while conn.parser.head is None:
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait()
+        except BaseException:  # also cancellation: the answer would arrive unread
+            conn.abort()
+            raise
+        return Response(conn, *conn.parser.head)
+
+    def _take(self, origin: Origin) -> _Conn | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        oldest = self.loop.time() - self.keepalive
+        while idle:
+            conn = idle.pop()
+            if conn.idle_since > oldest and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+            conn.abort()
+        return None
+
+    def put(self, conn: _Conn) -> None:
+        self._busy.discard(conn)
+        if self.closed:
+            conn.abort()
+            return
+        conn.idle_since = self.loop.time()
+        self._idle.setdefault(conn.origin, []).append(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.keepalive, self._sweep)
+
+    def lost(self, conn: _Conn, idle: bool) -> None:
+        self._busy.discard(conn)
+        if idle:
+            conns = self._idle.get(conn.origin)
+            if conns and conn in conns:
+                conns.remove(conn)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        oldest = self.loop.time() - self.keepalive
+        for conns in self._idle.values():
+            for conn in [c for c in conns if c.idle_since <= oldest]:
+                conns.remove(conn)
+                conn.abort()
+        if any(self._idle.values()):
+            self._sweeper = self.loop.call_later(self.keepalive / 2, self._sweep)
+
+    async def _connect(self, origin: Origin, timeout: float) -> _Conn:
+        try:
+            async with asyncio.timeout(timeout):
+                error: OSError | None = None
+                for family, (host, port) in await self._resolve(origin):
+                    try:
+                        _, conn = await self.loop.create_connection(
+                            lambda: _Conn(self, origin),
+                            host,
+                            port,
+                            family=family,
+                            ssl=self._tls() if origin.tls else None,
+                            server_hostname=origin.host if origin.tls else None,
+                        )
+                        return conn
+                    except OSError as exc:  # refused, unreachable, TLS failure: next address
+                        error = exc
+                if isinstance(error, ssl.SSLError):
+                    raise ConnectFailed("TLS handshake failed")
+                raise ConnectFailed("connection refused or unreachable")
+        except TimeoutError:
+            raise ConnectTimeout("connect timeout") from None
+
+    async def _resolve(self, origin: Origin) -> list[Address]:
+        host, port = origin.host, origin.port
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, port))]
+        now = self.loop.time()
+        cached = self._dns.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            raise ConnectFailed("name resolution failed") from None
+        addresses: list[Address] = [(info[0], info[4][:2]) for info in infos]  # type: ignore[misc]
+        self._dns[(host, port)] = (now + DNS_TTL, addresses)
+        return addresses
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        conns = [c for idle in self._idle.values() for c in idle] + list(self._busy)
+        self._idle.clear()
+        for conn in conns:
+            conn.abort()
+        await asyncio.sleep(0)  # let the transports report connection_lost
