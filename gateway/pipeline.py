@@ -171,7 +171,9 @@ class Gateway:
         rec = att.rec
         failure, target = att.last_failure, rec.target
         if failure is None or target is None:
-            if untransformable is not None:
+            if untransformable is not None and not pool:
+                # No target can carry this request at all: the client's problem. (When
+                # some could but are unavailable, that is a 503 like any other.)
                 raise GatewayError(400, untransformable)
             headers = {"Retry-After": str(_retry_after(pool, self.clock()))}
             raise GatewayError(503, errors.no_healthy_targets(route.name), headers)

@@ -158,6 +158,31 @@ async def test_untransformable_request(upstream, gateway, http) -> None:
     assert up.generation_requests() == []
 
 
+async def test_untransformable_here_and_unavailable_there_is_503(upstream, gateway, http) -> None:
+    """A request only the open-circuit target could carry gets 503 + Retry-After (the
+    service is unavailable), not the 400 meant for requests no target can carry."""
+    up = await upstream("ollama")
+    dead = f"http://127.0.0.1:{_closed_port()}/v1/chat/completions"
+    gw = await gateway(
+        route(
+            target(up, "/api/chat"),
+            target(dead, "", fmt="openai"),
+            balancer={"max_fails": 1, "fail_timeout": 30000, "retries": 1},
+        )
+    )
+    dead_state = gw.router.routes[0].targets[1].state
+    for _ in range(4):  # round-robin reaches the dead target within two requests
+        status, _, _ = await post(http, url(gw), {"messages": CHAT})
+        assert status == 200
+        if dead_state.open_until:
+            break
+    assert dead_state.open_until, "the dead target's circuit should be open"
+    body = {"messages": [{"role": "user", "content": 42}]}  # ollama cannot carry this
+    status, data, headers = await post(http, url(gw), body)
+    assert status == 503 and msg(data).startswith("no healthy targets for route"), data
+    assert int(headers["Retry-After"]) >= 1
+
+
 async def test_upstream_non_200_passed_through_unchanged(upstream, gateway, http) -> None:
     up = await upstream("ollama", models=("llama2",))
     gw = await gateway(route(target(up, "/api/chat", name=None)))
@@ -211,6 +236,36 @@ async def test_read_timeout_is_504(upstream, gateway, http) -> None:
     assert (status, msg(data)) == (504, f"upstream timed out: llama2@127.0.0.1:{up.port}")
     # A read timeout after the request was sent is not retried without non_idempotent.
     assert headers["X-Gateway-Attempts"] == "1"
+
+
+async def test_write_timeout_is_504(gateway, http) -> None:
+    """An upstream that accepts but never reads: once the socket buffers are full the
+    request cannot be sent, and `write_timeout` ends the attempt (deterministic: 32 MiB
+    is far beyond what loopback buffers hold, and nothing ever reads)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_read(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway(
+            route(
+                target(f"http://127.0.0.1:{port}/api/chat", ""),
+                balancer={"write_timeout": 300, "read_timeout": 60000},
+                max_request_body_size=64 * 1024 * 1024,
+            )
+        )
+        body = {"messages": [{"role": "user", "content": "x" * (32 * 1024 * 1024)}]}
+        status, data, _ = await asyncio.wait_for(post(http, url(gw), body), 30)
+        assert (status, msg(data)) == (504, f"upstream timed out: llama2@127.0.0.1:{port}")
+        assert accepted, "the upstream saw the connection"
+    finally:
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_no_healthy_targets_is_503_with_retry_after(upstream, gateway, http) -> None:
