@@ -240,24 +240,34 @@ async def test_read_timeout_is_504(upstream, gateway, http) -> None:
 
 async def test_write_timeout_is_504(gateway, http) -> None:
     """An upstream that accepts but never reads: once the socket buffers are full the
-    request cannot be sent, and `write_timeout` ends the attempt (deterministic: 32 MiB
-    is far beyond what loopback buffers hold, and nothing ever reads)."""
+    request cannot be sent, and `write_timeout` ends the attempt. Deterministic: the
+    upstream's receive buffer is pinned small, and the body is larger than twice the
+    biggest send buffer the kernel may give the gateway's socket; nothing ever reads."""
     accepted: list[asyncio.StreamWriter] = []
 
     async def never_read(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
 
-    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # inherited on accept
+    sock.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(never_read, sock=sock)
     port = server.sockets[0].getsockname()[1]
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmem_max = int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        wmem_max = 4 * 1024 * 1024
+    size = 8 * 1024 * 1024 + 2 * wmem_max
     try:
         gw = await gateway(
             route(
                 target(f"http://127.0.0.1:{port}/api/chat", ""),
                 balancer={"write_timeout": 300, "read_timeout": 60000},
-                max_request_body_size=64 * 1024 * 1024,
+                max_request_body_size=size + 1024,
             )
         )
-        body = {"messages": [{"role": "user", "content": "x" * (32 * 1024 * 1024)}]}
+        body = {"messages": [{"role": "user", "content": "x" * size}]}
         status, data, _ = await asyncio.wait_for(post(http, url(gw), body), 30)
         assert (status, msg(data)) == (504, f"upstream timed out: llama2@127.0.0.1:{port}")
         assert accepted, "the upstream saw the connection"

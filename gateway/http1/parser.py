@@ -80,8 +80,8 @@ class ResponseParser:
         buf = self._buf + data if self._buf else data
         while True:
             end, sep = _head_end(buf)
-            if end < 0:
-                if len(buf) > MAX_HEAD:
+            if end < 0 or end > MAX_HEAD:
+                if len(buf) > MAX_HEAD:  # however the bytes were split into reads
                     raise InvalidResponse("response head too large")
                 self._buf = buf
                 return b""
@@ -89,8 +89,8 @@ class ResponseParser:
             buf = buf[end + sep :]
             if status >= 200:
                 break
-            if status == 101:
-                raise InvalidResponse("unexpected protocol switch")
+            if status == 101 or status < 100:
+                raise InvalidResponse("unexpected status")
             # 100 Continue / 103 Early Hints: the real answer follows.
         self._buf = b""
         self._framing_of(status, headers, http11)
@@ -101,7 +101,8 @@ class ResponseParser:
 
     def _framing_of(self, status: int, headers: CIMultiDict[str], http11: bool) -> None:
         """How the body ends (RFC 9112 §6.3) and whether the connection is reusable."""
-        self.keep_alive = http11 and "close" not in headers.get("Connection", "").lower()
+        connection = ",".join(headers.getall("Connection", ())).lower()
+        self.keep_alive = http11 and "close" not in connection
         if status in (204, 304):
             self._framing, self._left = _LENGTH, 0
             return
@@ -154,9 +155,9 @@ class ResponseParser:
                 state = _SIZE
             else:  # _SIZE or _TRAILER: one line
                 nl = data.find(b"\n", pos)
-                if nl < 0:
-                    break
-                line = data[pos:nl].rstrip(b"\r")
+                if nl < 0 or nl - pos > MAX_LINE:
+                    break  # an over-long line fails below, however it was split
+                line = _unterminated(data[pos:nl])
                 pos = nl + 1
                 if state == _TRAILER:
                     if not line:  # end of the message
@@ -180,25 +181,32 @@ class ResponseParser:
 
 
 def _head_end(buf: bytes) -> tuple[int, int]:
-    """Where the head ends and the separator's length; (-1, 0) if not yet."""
-    crlf = buf.find(b"\r\n\r\n")
-    lf = buf.find(b"\n\n")  # a bare-LF head (§2.2)
+    """Where the head ends (the LF of its last line) and how long the empty line after
+    it is; (-1, 0) if not yet. Any mix of CRLF and bare LF (§2.2)."""
+    crlf = buf.find(b"\n\r\n")
+    lf = buf.find(b"\n\n")
     if lf >= 0 and (crlf < 0 or lf < crlf):
         return lf, 2
-    return crlf, 4
+    return crlf, 3
+
+
+def _unterminated(line: bytes) -> bytes:
+    """A line without its terminator: the LF is already cut; one CR before it goes."""
+    return line[:-1] if line.endswith(b"\r") else line
 
 
 def _parse_head(head: bytes) -> tuple[int, str, CIMultiDict[str], bool]:
     lines = head.split(b"\n")
-    parts = lines[0].rstrip(b"\r").split(b" ", 2)
-    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
+    status_line = _unterminated(lines[0])
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or b"\r" in status_line:
         raise InvalidResponse("invalid status line")
     code = parts[1]
     if len(code) != 3 or not code.isdigit():
         raise InvalidResponse("invalid status line")
     headers: CIMultiDict[str] = CIMultiDict()
     for raw in lines[1:]:
-        line = raw.rstrip(b"\r")
+        line = _unterminated(raw)
         name, colon, value = line.partition(b":")
         # No colon, whitespace around the name (also a folded line) or a stray CR.
         if not colon or not name or name[0] in b" \t" or name[-1] in b" \t" or b"\r" in line:

@@ -151,6 +151,12 @@ class _Conn(asyncio.Protocol):
             if self.buffered > HIGH_WATER and not self.unlimited and not self.paused_reading:
                 self.paused_reading = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
+            drain = self.drain_waiter
+            if drain is not None and self.parser.head is not None and not drain.done():
+                # Answered (e.g. 413) before taking the whole request: that answer is
+                # the result; the rest of the request is never sent, so no reuse.
+                self.parser.keep_alive = False
+                drain.set_result(None)
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -172,7 +178,10 @@ class _Conn(asyncio.Protocol):
         self._wake()
         drain = self.drain_waiter
         if drain is not None and not drain.done():
-            drain.set_exception(self.error or Disconnected("upstream closed the connection"))
+            if self.error is None and parser.head is not None:
+                drain.set_result(None)  # answered before taking the whole request
+            else:
+                drain.set_exception(self.error or Disconnected("upstream closed the connection"))
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost settles the response
@@ -270,6 +279,8 @@ class Pool:
     ) -> Response:
         """Send `data` (a whole request) and return once the response head is in.
         `fresh` skips pooled connections (the one resend after a stale one)."""
+        if self.closed:
+            raise ConnectFailed("the gateway is shutting down")
         conn = None if fresh else self._take(origin)
         if conn is None:
             conn = await self._connect(origin, timeouts.connect)
