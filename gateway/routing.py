@@ -43,6 +43,13 @@ _NOT_FORWARDED = frozenset(
         "content-type",
         "accept-encoding",
         "expect",
+        # The body is re-serialised plain JSON: whatever coding or digest the client's
+        # body had does not describe ours.
+        "content-encoding",
+        "content-md5",
+        "digest",
+        "content-digest",
+        "repr-digest",
     }
 )
 
@@ -79,16 +86,20 @@ class Target:
         else:
             line = self.request_line
         parts = [line, self.host_field]
-        named: set[bytes] | None = None
+        named: set[bytes] = set()
         for name, value in request.raw_headers:
             low = name.lower()
             if low in drop or low.startswith(b"proxy-"):
                 if low == b"connection":
-                    # Hop-by-hop fields the client named in Connection (RFC 9110 §7.6.1).
-                    named = {t.strip().lower() for t in value.split(b",")} - drop
+                    # Hop-by-hop fields the client named in Connection, over all its
+                    # field lines (RFC 9110 §7.6.1).
+                    named.update(t.strip().lower() for t in value.split(b","))
                 continue
+            # aiohttp's request parser already refused CR, LF and NUL in fields.
             parts.append(name + b": " + value + b"\r\n")
-        if named:
+        named -= drop
+        named.discard(b"close")
+        if named:  # rare: build again without them
             return self.request_bytes(request, body, drop | named)
         parts.append(self.fixed_fields)
         if self.auth_field is not None and self.cfg.auth.header_name not in request.headers:

@@ -315,29 +315,57 @@ async def test_until_close_body_then_new_connection(serve: ServerFactory, pool: 
     assert server.accepted == 2
 
 
-@pytest.mark.parametrize("arrived", ["partial", "whole"])
-async def test_unread_body_released_is_not_reused(
-    serve: ServerFactory, pool: Pool, arrived: str
-) -> None:
-    """release() before the body was read to its end (part or all of it still unread)
-    closes the connection: the server sees EOF, the next request uses a new one."""
+async def test_whole_body_released_unread_is_reused(serve: ServerFactory, pool: Pool) -> None:
+    """release() with the body complete but unread: the framing held, so the connection
+    goes back to the pool (the unread bytes are dropped) and the next request uses it."""
+    server = await serve(serve_forever)
+    resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
+    await within(eventually(lambda: resp._conn is not None and resp._conn.parser.done))
+    resp.release()
+    assert await within(exchange(pool, server.origin())) == b"ok"
+    assert server.accepted == 1
+
+
+async def test_partial_body_released_waits_for_the_tail() -> None:
+    """release() before the body's end (a stream ending at [DONE] before the chunked
+    terminator): the tail that arrives within `linger` is read and dropped, and the
+    connection is reused; one that never comes closes the connection after `linger`."""
+    tail = asyncio.Event()
 
     async def script(peer: Peer) -> None:
+        first = True
         while await peer.read_request() is not None:
-            if arrived == "partial":
-                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
-            else:
-                await peer.send(ok(b"0123456789"))
+            await peer.send(CHUNKED_HEAD + chunk(b"data: [DONE]\n\n"))
+            if first:  # the first answer's tail waits for the test; later ones do not
+                await tail.wait()
+                first = False
+            await peer.send(b"0\r\n\r\n")
 
-    server = await serve(script)
-    resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
-    assert resp.status == 200
-    resp.release()
-    await within(server.peers[0].eof.wait())
-    resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
-    resp.close()
-    assert server.accepted == 2
-    assert not pool._idle.get(server.origin())
+    server = await RawServer(script).start()
+    patient = Pool(linger=LIMIT)  # the tail is sent only after release(): no race
+    try:
+        resp = await within(patient.request(server.origin(), REQ, TIMEOUTS))
+        assert await within(resp.readany()) == b"data: [DONE]\n\n"
+        resp.release()
+        tail.set()
+        await within(eventually(lambda: bool(patient._idle.get(server.origin()))))
+        assert await within(exchange(patient, server.origin())) == b"data: [DONE]\n\n"
+        assert server.accepted == 1
+    finally:
+        await patient.close()
+    tail.clear()  # the next connection's first tail is held back for good
+    hasty = Pool(linger=0.05)
+    try:
+        resp = await within(hasty.request(server.origin(), REQ, TIMEOUTS))
+        assert await within(resp.readany()) == b"data: [DONE]\n\n"
+        resp.release()  # the tail never comes (not set): closed after 0.05 s
+        assert hasty._busy, "lingering: not closed at once"
+        await within(eventually(lambda: not hasty._busy))  # our side closed it
+        assert not hasty._idle.get(server.origin())
+    finally:
+        tail.set()
+        await hasty.close()
+        await server.close()
 
 
 async def test_close_drops_connection(serve: ServerFactory, pool: Pool) -> None:
@@ -710,6 +738,83 @@ async def test_dns_falls_back_to_next_address(
             blocker.close()
     assert calls == [("upstream.test", port)]
     assert server.accepted == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs")
+async def test_silent_first_address_does_not_cost_the_connect_timeout(
+    serve: ServerFactory, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first address drops SYNs (a full backlog-0 listener, like a broken IPv6
+    route): the next address is started after NEXT_ADDRESS_DELAY and wins, long before
+    the 60 s connect timeout; the silent attempt is abandoned."""
+    server = await serve(serve_forever)
+    listener = socket.socket()
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(0)
+    black_port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.2", black_port), timeout=LIMIT)
+
+    async def getaddrinfo(host: str, p: int, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", black_port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", server.port)),
+        ]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    try:
+        origin = Origin("http", "upstream.test", server.port)
+        resp = await within(pool.request(origin, REQ, Timeouts(60, LIMIT, LIMIT)))
+        assert await within(resp.read()) == b"ok"
+        resp.release()
+    finally:
+        filler.close()
+        listener.close()
+    assert server.accepted == 1
+
+
+async def test_gateway_closing_an_exchange_is_not_the_upstream_ending_it(
+    serve: ServerFactory,
+) -> None:
+    """pool.close() (our own abort) during an until-close body fails the read instead of
+    ending the body cleanly, and on a pooled connection waiting for its head it is not
+    taken for a stale connection (which would send the request again)."""
+    first = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await peer.read_request()  # the second request on the pooled connection
+        first.set()
+        await peer.send(b"HTTP/1.1 200 OK\r\n\r\npart")  # until close; never closes
+        await never_answer(peer)
+
+    server = await serve(script)
+    pool = Pool()
+    assert await exchange(pool, server.origin()) == b"ok"
+    resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
+    assert await within(resp.readany()) == b"part"
+    reading = asyncio.ensure_future(resp.readany())
+    await asyncio.sleep(0)
+    await pool.close()
+    with pytest.raises(Disconnected) as caught:
+        await within(reading)
+    assert not caught.value.stale
+
+    async def answer_once(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(ok())
+        await never_answer(peer)
+
+    waiting = Pool()
+    silent = await serve(answer_once)
+    assert await exchange(waiting, silent.origin()) == b"ok"
+    pending = asyncio.ensure_future(waiting.request(silent.origin(), REQ, TIMEOUTS))
+    await within(eventually(lambda: len(silent.requests) == 2))  # on the pooled connection
+    await waiting.close()
+    with pytest.raises(Disconnected) as caught:
+        await within(pending)
+    assert not caught.value.stale
+    assert first.is_set() and server.accepted == 1 and silent.accepted == 1
 
 
 # ------------------------------------------------------------------ disconnects

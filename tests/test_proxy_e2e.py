@@ -284,6 +284,60 @@ async def test_hop_by_hop_headers_are_not_forwarded(upstream, gateway, http) -> 
     assert rec.headers["X-Keep"] == "k"
 
 
+async def raw_post(port: int, path: str, fields: list[bytes], body: bytes) -> bytes:
+    """One request with exactly these header lines (aiohttp's client would merge or
+    rewrite some); returns the whole response (the gateway is asked to close)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = b"POST " + path.encode() + b" HTTP/1.1\r\nHost: gw\r\n" + b"".join(fields)
+    writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_connection_named_headers_dropped_over_all_connection_fields(
+    upstream, gateway, http
+) -> None:
+    """Every Connection field line counts (RFC 9110 §7.6.1), not just one of them."""
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    fields = [
+        b"Connection: x-secret\r\n",
+        b"Connection: close\r\n",
+        b"X-Secret: s3cr3t\r\n",
+        b"X-Keep: k\r\n",
+        b"Content-Type: application/json\r\n",
+    ]
+    answer = await raw_post(gw.port, "/chat", fields, json.dumps({"messages": CHAT}).encode())
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    rec = up.generation_requests()[0]
+    assert "X-Secret" not in rec.headers and rec.headers["X-Keep"] == "k"
+
+
+async def test_compressed_request_body_is_forwarded_plain(upstream, gateway, http) -> None:
+    """A gzip request body is decoded by the gateway and re-serialised: the upstream gets
+    plain JSON and no Content-Encoding (or digest) claiming otherwise."""
+    import gzip
+
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    body = gzip.compress(json.dumps({"messages": CHAT}).encode())
+    fields = [
+        b"Content-Type: application/json\r\n",
+        b"Content-Encoding: gzip\r\n",
+        b"Content-Digest: sha-256=:AAAA:\r\n",
+        b"Connection: close\r\n",
+    ]
+    answer = await raw_post(gw.port, "/chat", fields, body)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    rec = up.generation_requests()[0]
+    assert "Content-Encoding" not in rec.headers and "Content-Digest" not in rec.headers
+    assert rec.json["messages"] == CHAT
+
+
 async def test_repeated_headers_and_query_params_are_all_forwarded(upstream, gateway, http) -> None:
     from multidict import CIMultiDict
 

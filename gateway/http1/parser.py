@@ -15,6 +15,7 @@ from .errors import InvalidResponse
 
 MAX_HEAD = 64 * 1024  # status line + fields; more is not an LLM server talking
 MAX_LINE = 8 * 1024  # one chunk-size or trailer line
+MAX_INTERIM = 10  # 1xx responses before the real one
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -29,7 +30,7 @@ class ResponseParser:
     """Feed it the bytes of one response; it fills `head`, appends body bytes to the
     caller's list as they arrive, and sets `done` at the body's end."""
 
-    __slots__ = ("_buf", "_chunk", "_framing", "_left", "done", "head", "keep_alive")
+    __slots__ = ("_buf", "_chunk", "_framing", "_interim", "_left", "done", "head", "keep_alive")
 
     def __init__(self) -> None:
         self.head: tuple[int, str, CIMultiDict[str]] | None = None
@@ -39,6 +40,7 @@ class ResponseParser:
         self._framing = _LENGTH
         self._left = 0  # body bytes (or bytes of the current chunk) still to come
         self._chunk = _SIZE
+        self._interim = 0
 
     def feed(self, data: bytes, out: list[bytes]) -> int:
         """Parse `data`; body bytes go to `out`. Returns how many body bytes were added.
@@ -89,7 +91,8 @@ class ResponseParser:
             buf = buf[end + sep :]
             if status >= 200:
                 break
-            if status == 101 or status < 100:
+            self._interim += 1
+            if status == 101 or status < 100 or self._interim > MAX_INTERIM:
                 raise InvalidResponse("unexpected status")
             # 100 Continue / 103 Early Hints: the real answer follows.
         self._buf = b""
@@ -103,17 +106,23 @@ class ResponseParser:
         """How the body ends (RFC 9112 §6.3) and whether the connection is reusable."""
         connection = ",".join(headers.getall("Connection", ())).lower()
         self.keep_alive = http11 and "close" not in connection
+        te = headers.getall("Transfer-Encoding", None)
         if status in (204, 304):
             self._framing, self._left = _LENGTH, 0
+            if status == 204 and (te is not None or headers.get("Content-Length", "0") != "0"):
+                # A 204 may not announce a body (a 304's Content-Length is the length it
+                # did not send, RFC 9110 §8.6); one that does may send bytes that would
+                # be read as the next answer on this connection.
+                self.keep_alive = False
             return
-        te = headers.getall("Transfer-Encoding", None)
         if te is not None:
             if "Content-Length" in headers:
                 self.keep_alive = False  # both present: a smuggling sign, never reuse
-            if te[-1].rsplit(",", 1)[-1].strip().lower() == "chunked":
-                self._framing, self._chunk = _CHUNKED, _SIZE
-            else:
-                self._framing, self.keep_alive = _UNTIL_CLOSE, False
+            codings = [c.strip().lower() for value in te for c in value.split(",")]
+            if codings != ["chunked"]:
+                # We ask for identity; a compressed or unknown coding cannot be relayed.
+                raise InvalidResponse("unsupported transfer coding")
+            self._framing, self._chunk = _CHUNKED, _SIZE
             return
         lengths = headers.getall("Content-Length", None)
         if lengths is None:
@@ -184,8 +193,9 @@ def _head_end(buf: bytes) -> tuple[int, int]:
     """Where the head ends (the LF of its last line) and how long the empty line after
     it is; (-1, 0) if not yet. Any mix of CRLF and bare LF (§2.2)."""
     crlf = buf.find(b"\n\r\n")
-    lf = buf.find(b"\n\n")
-    if lf >= 0 and (crlf < 0 or lf < crlf):
+    # The bare-LF form only before that point: never scan a long body for it.
+    lf = buf.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else MAX_HEAD + 2)
+    if lf >= 0:
         return lf, 2
     return crlf, 3
 

@@ -23,6 +23,8 @@ from .parser import ResponseParser
 
 HIGH_WATER = 256 * 1024  # buffered body bytes at which we stop reading the socket
 DNS_TTL = 60.0
+NEXT_ADDRESS_DELAY = 0.25  # Happy Eyeballs (RFC 8305 §5): start the next address after this
+LINGER_BYTES = 64 * 1024  # most of an unread body's tail we wait for (then: close)
 
 Address = tuple[int, tuple[str, int]]
 
@@ -128,6 +130,7 @@ class _Conn(asyncio.Protocol):
         self.paused_writing = False
         self.waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
+        self.linger: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ protocol
 
@@ -135,6 +138,9 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.linger is not None:
+            self._linger_feed(data)
+            return
         if self.state != _ACTIVE:
             # Bytes nobody asked for: this connection can no longer frame an answer.
             self.parser.keep_alive = False
@@ -162,6 +168,9 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         state, self.state = self.state, _CLOSED
         self.pool.lost(self, state == _IDLE)
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         parser = self.parser
         if state == _ACTIVE and self.error is None and not (exc is None and parser.eof()):
             if parser.done:
@@ -198,6 +207,8 @@ class _Conn(asyncio.Protocol):
     # ------------------------------------------------------------------ exchange
 
     def send(self, data: bytes, read_timeout: float) -> None:
+        if self.state == _CLOSED:  # lost between connecting (or pooling) and now
+            raise Disconnected("upstream closed the connection before answering")
         self.state = _ACTIVE
         self.read_timeout = read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
@@ -240,17 +251,54 @@ class _Conn(asyncio.Protocol):
 
     def finish(self) -> None:
         parser = self.parser
-        if self.state == _ACTIVE and parser.done and parser.keep_alive and not self.chunks:
-            self.state = _IDLE
-            self.reused = True
-            self.got_bytes = False
-            self.parser = ResponseParser()
-            self.unlimited = False
-            self.pool.put(self)
+        if self.state != _ACTIVE or self.error is not None or not parser.keep_alive:
+            self.abort()
+        elif parser.done:
+            self._reuse()  # unread body bytes, if any, are dropped; the framing held
+        elif parser.head is not None:
+            # Released before the end of the body: typically a stream whose last event
+            # ([DONE], Ollama's done line) came before the chunked terminator. Let the
+            # tail arrive for a moment and keep the connection if it ends cleanly.
+            self.chunks = []
+            self.buffered = 0
+            if self.paused_reading:
+                self.resume()
+            self.linger = self.loop.call_later(self.pool.linger, self.abort)
         else:
             self.abort()
 
+    def _linger_feed(self, data: bytes) -> None:
+        self.buffered += len(data)
+        try:
+            self.parser.feed(data, [])
+        except InvalidResponse:
+            self.abort()
+            return
+        if self.parser.done and self.parser.keep_alive:
+            self.linger.cancel()  # type: ignore[union-attr]
+            self.linger = None
+            self._reuse()
+        elif self.parser.done or self.buffered > LINGER_BYTES:
+            self.abort()
+
+    def _reuse(self) -> None:
+        self.state = _IDLE
+        self.reused = True
+        self.got_bytes = False
+        self.parser = ResponseParser()
+        self.chunks = []
+        self.buffered = 0
+        self.unlimited = False
+        self.pool.put(self)
+
     def abort(self) -> None:
+        """Close now. An exchange still in progress fails as closed by us: never
+        mistaken for the upstream ending a body, nor for a stale connection."""
+        if self.state == _ACTIVE and self.error is None and not self.parser.done:
+            self.error = Disconnected("connection closed by the gateway")
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -264,9 +312,15 @@ class Pool:
     """Keep-alive connections per origin, most recently used first; no size limit
     (concurrency is bounded by clients, not by an arbitrary pool size)."""
 
-    def __init__(self, keepalive: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        keepalive: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        linger: float = 0.1,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.keepalive = keepalive
+        self.linger = linger  # seconds to wait for the tail of a body released unread
         self._ssl = ssl_context
         self._idle: dict[Origin, list[_Conn]] = {}
         self._busy: set[_Conn] = set()
@@ -340,25 +394,56 @@ class Pool:
     async def _connect(self, origin: Origin, timeout: float) -> _Conn:
         try:
             async with asyncio.timeout(timeout):
-                error: OSError | None = None
-                for family, (host, port) in await self._resolve(origin):
-                    try:
-                        _, conn = await self.loop.create_connection(
-                            lambda: _Conn(self, origin),
-                            host,
-                            port,
-                            family=family,
-                            ssl=self._tls() if origin.tls else None,
-                            server_hostname=origin.host if origin.tls else None,
-                        )
-                        return conn
-                    except OSError as exc:  # refused, unreachable, TLS failure: next address
-                        error = exc
-                if isinstance(error, ssl.SSLError):
-                    raise ConnectFailed("TLS handshake failed")
-                raise ConnectFailed("connection refused or unreachable")
+                return await self._open_any(origin, await self._resolve(origin))
         except TimeoutError:
             raise ConnectTimeout("connect timeout") from None
+        except ssl.SSLError:
+            raise ConnectFailed("TLS handshake failed") from None
+        except OSError:
+            raise ConnectFailed("connection refused or unreachable") from None
+
+    async def _open(self, origin: Origin, family: int, address: tuple[str, int]) -> _Conn:
+        _, conn = await self.loop.create_connection(
+            lambda: _Conn(self, origin),
+            address[0],
+            address[1],
+            family=family,
+            ssl=self._tls() if origin.tls else None,
+            server_hostname=origin.host if origin.tls else None,
+        )
+        return conn
+
+    async def _open_any(self, origin: Origin, addresses: list[Address]) -> _Conn:
+        """The first address that connects. The next one starts when the previous
+        attempt failed or after NEXT_ADDRESS_DELAY (RFC 8305 §5), so an address that
+        silently drops packets (a broken IPv6 route) does not cost the connect timeout."""
+        if len(addresses) == 1:
+            return await self._open(origin, *addresses[0])
+        waiting = list(addresses)
+        pending: set[asyncio.Task[_Conn]] = set()
+        error: BaseException | None = None
+        try:
+            while waiting or pending:
+                if waiting:
+                    family, address = waiting.pop(0)
+                    pending.add(asyncio.ensure_future(self._open(origin, family, address)))
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=NEXT_ADDRESS_DELAY if waiting else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                won = [t.result() for t in done if t.exception() is None]
+                for extra in won[1:]:
+                    extra.abort()
+                if won:
+                    return won[0]
+                for task in done:
+                    error = task.exception()
+        finally:
+            for task in pending:
+                task.cancel()
+        assert error is not None
+        raise error
 
     async def _resolve(self, origin: Origin) -> list[Address]:
         host, port = origin.host, origin.port
