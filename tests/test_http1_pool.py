@@ -31,7 +31,7 @@ from gateway.http1 import (
     Timeouts,
     WriteTimeout,
 )
-from gateway.http1.pool import HIGH_WATER
+from gateway.http1.connection import HIGH_WATER
 
 LIMIT = 5.0  # upper bound of every wait in this file; nothing should come close
 REQ = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"

@@ -13,6 +13,7 @@ Deliberately absent: redirects (never followed, SPEC §3.5), cookies, proxies fr
 environment, compression (requests say `Accept-Encoding: identity`), HTTP/2.
 """
 
+from .connection import Response
 from .errors import (
     ConnectFailed,
     ConnectTimeout,
@@ -23,7 +24,7 @@ from .errors import (
     WriteTimeout,
 )
 from .parser import ResponseParser
-from .pool import Origin, Pool, Response, Timeouts
+from .pool import Origin, Pool, Timeouts
 
 __all__ = [
     "ConnectFailed",
