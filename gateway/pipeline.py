@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from .jsonutil import dumps
 from .observe import Observer, RequestRecord
 from .routing import Route, Target
 from .streaming import SHUTDOWN_MESSAGE, StreamFailure, StreamResult, relay_stream
-from .upstream import Failure, classify
+from .upstream import Failure, classify, retry_after, retryable, upstream_fault
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 log = logging.getLogger("llama_gateway")
@@ -160,7 +159,7 @@ class Gateway:
                 return result
             att.last_failure = result
             rec.failures.append((target, result.reason))
-            if rec.attempts > bal_cfg.retries or not _retryable(result, bal_cfg.failover_criteria):
+            if rec.attempts > bal_cfg.retries or not retryable(result, bal_cfg.failover_criteria):
                 break
         return self._give_up(route, att, pool, untransformable)
 
@@ -175,7 +174,7 @@ class Gateway:
                 # No target can carry this request at all: the client's problem. (When
                 # some could but are unavailable, that is a 503 like any other.)
                 raise GatewayError(400, untransformable)
-            headers = {"Retry-After": str(_retry_after(pool, self.clock()))}
+            headers = {"Retry-After": str(retry_after(pool, self.clock()))}
             raise GatewayError(503, errors.no_healthy_targets(route.name), headers)
         if att.passthrough is not None:  # the last attempt's upstream answer
             rec.answered_by_upstream = True
@@ -398,29 +397,9 @@ class Gateway:
         return headers
 
 
-def upstream_fault(status: int) -> bool:
-    """An upstream answer that means the upstream failed (not the client's request)."""
-    return status >= 500 or status == 429
-
-
 def _outcome(rec: RequestRecord) -> str:
     if rec.status == 200:
         return observe.SUCCESS if rec.error is None else observe.UPSTREAM_ERROR
     if 400 <= rec.status < 500:
         return observe.CLIENT_ERROR
     return observe.UPSTREAM_ERROR
-
-
-def _retry_after(pool: list[Any], now: float) -> int:
-    """Whole seconds until the earliest open circuit may be tried again (at least 1;
-    actively unhealthy targets are re-probed within seconds, so 1 is right for them)."""
-    waits = [s.open_until - now for s in pool if s.open_until > now]
-    return max(1, math.ceil(min(waits))) if waits else 1
-
-
-def _retryable(failure: Failure, criteria: tuple[str, ...]) -> bool:
-    if failure.criterion not in criteria:
-        return False
-    # A read timeout after the request went out may still be generating upstream:
-    # only retried when the operator accepts duplicate work (SPEC §6.2).
-    return not failure.read_timeout or "non_idempotent" in criteria

@@ -6,7 +6,9 @@ can decide "retry or answer" with a set lookup.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from .config import BalancerConfig
 from .http1 import (
@@ -63,3 +65,23 @@ def timeouts(b: BalancerConfig) -> Timeouts:
         read=b.read_timeout / 1000,
         write=b.write_timeout / 1000,
     )
+
+
+def upstream_fault(status: int) -> bool:
+    """An upstream answer that means the upstream failed (not the client's request)."""
+    return status >= 500 or status == 429
+
+
+def retry_after(pool: list[Any], now: float) -> int:
+    """Whole seconds until the earliest open circuit may be tried again (at least 1;
+    actively unhealthy targets are re-probed within seconds, so 1 is right for them)."""
+    waits = [s.open_until - now for s in pool if s.open_until > now]
+    return max(1, math.ceil(min(waits))) if waits else 1
+
+
+def retryable(failure: Failure, criteria: tuple[str, ...]) -> bool:
+    if failure.criterion not in criteria:
+        return False
+    # A read timeout after the request went out may still be generating upstream:
+    # only retried when the operator accepts duplicate work (SPEC §6.2).
+    return not failure.read_timeout or "non_idempotent" in criteria

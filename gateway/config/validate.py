@@ -7,25 +7,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
 from ._balancer import BalancerChecks
+from ._target import TargetChecks
 from .schema import (
-    FORMATS,
-    ROUTE_TYPES,
-    AuthConfig,
     BalancerConfig,
     Config,
     ConfigError,
-    LoggingConfig,
-    ModelConfig,
-    ModelOptions,
     RouteConfig,
     ServerConfig,
     TargetConfig,
-    UpstreamURL,
 )
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -63,30 +56,6 @@ _KONG_DEFAULTS_PLUGIN = {
     "embeddings": None,
     "vectordb": None,
 }
-_KONG_DEFAULTS_OPTIONS = {
-    "upstream_path": None,
-    "anthropic_version": None,
-    "azure_instance": None,
-    "azure_api_version": "2023-05-15",
-    "azure_deployment_id": None,
-    "mistral_format": None,
-    "bedrock": None,
-    "gemini": None,
-    "huggingface": None,
-    "cohere": None,
-    "embeddings_dimensions": None,
-}
-_KONG_DEFAULTS_AUTH = {
-    "azure_use_managed_identity": False,
-    "azure_client_id": None,
-    "azure_client_secret": None,
-    "azure_tenant_id": None,
-    "gcp_use_service_account": False,
-    "gcp_service_account_json": None,
-    "aws_access_key_id": None,
-    "aws_secret_access_key": None,
-}
-_TARGET_KEYS = {"route_type", "model", "auth", "logging", "weight", "description", "name"}
 _SINGLE_TARGET_KEYS = {
     "route_type",
     "model",
@@ -98,10 +67,7 @@ _SINGLE_TARGET_KEYS = {
 }
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-class _Validator(BalancerChecks):
+class _Validator(BalancerChecks, TargetChecks):
     # ---- document --------------------------------------------------------------------
 
     def config(self, raw: Any) -> Config | None:
@@ -259,181 +225,3 @@ class _Validator(BalancerChecks):
             taken.add(name)
             out.append(replace(t, name=name))
         return out
-
-    def target(self, raw: Any, path: str) -> TargetConfig | None:
-        d = self.mapping(raw, path, _TARGET_KEYS, {})
-        if not d and not isinstance(raw, dict):
-            return None
-        route_type = self.string(d, "route_type", path)
-        if route_type is not None and route_type not in ROUTE_TYPES:
-            self.err(
-                f"{path}.route_type",
-                f"must be one of: {', '.join(ROUTE_TYPES)} (got {route_type!r}; "
-                "other Kong route types are not supported for llama2)",
-            )
-            route_type = None
-        model = self.model(d.get("model"), f"{path}.model")
-        auth = self.auth(d.get("auth"), f"{path}.auth")
-        lg = self.mapping(
-            d.get("logging"), f"{path}.logging", {"log_statistics", "log_payloads"}, {}
-        )
-        logging_cfg = LoggingConfig(
-            log_statistics=self.boolean(lg, "log_statistics", f"{path}.logging", False),
-            log_payloads=self.boolean(lg, "log_payloads", f"{path}.logging", False),
-        )
-        weight = self.number(d, "weight", path, 100, integer=True, lo=1, hi=65535)
-        description = self.string(d, "description", path, None)
-        name = self.string(d, "name", path, "")
-        if route_type is None or model is None:
-            return None
-        return TargetConfig(
-            name=name,
-            route_type=route_type,
-            model=model,
-            auth=auth,
-            logging=logging_cfg,
-            weight=weight,
-            description=description,
-        )
-
-    def model(self, raw: Any, path: str) -> ModelConfig | None:
-        if raw is None:
-            self.err(path, "required")
-            return None
-        d = self.mapping(raw, path, {"provider", "name", "model_alias", "options"}, {})
-        provider = self.string(d, "provider", path)
-        if provider is not None and provider != "llama2":
-            self.err(f"{path}.provider", f"provider {provider!r} is not supported (only 'llama2')")
-        name = self.string(d, "name", path, None)
-        alias = self.string(d, "model_alias", path, None)
-        opath = f"{path}.options"
-        o = self.mapping(
-            d.get("options"),
-            opath,
-            {
-                "llama2_format",
-                "upstream_url",
-                "raw_flavor",
-                "chat_template",
-                "max_tokens",
-                "temperature",
-                "top_p",
-                "top_k",
-                "input_cost",
-                "output_cost",
-            },
-            _KONG_DEFAULTS_OPTIONS,
-        )
-        fmt = o.get("llama2_format")
-        if fmt is None:
-            self.err(opath, "must set 'model.options.llama2_format' for llama2 provider")
-        else:
-            fmt = self.choice(o, "llama2_format", opath, FORMATS, None)
-        url = self.upstream_url(o, opath)
-        raw_flavor = self.choice(o, "raw_flavor", opath, ("hf", "llamacpp"), "hf")
-        template = self.choice(o, "chat_template", opath, ("llama2", "kong"), "llama2")
-        if fmt != "raw":
-            for key in ("raw_flavor", "chat_template"):
-                if key in o:
-                    self.err(f"{opath}.{key}", "only applies to llama2_format: raw")
-        opts_kwargs = dict(
-            max_tokens=self.number(o, "max_tokens", opath, None, integer=True, lo=0, lo_open=True),
-            temperature=self.number(o, "temperature", opath, None, lo=0, hi=5),
-            top_p=self.number(o, "top_p", opath, None, lo=0, hi=1),
-            top_k=self.number(o, "top_k", opath, None, integer=True, lo=0, hi=500),
-            input_cost=self.number(o, "input_cost", opath, None, lo=0, lo_open=True),
-            output_cost=self.number(o, "output_cost", opath, None, lo=0, lo_open=True),
-        )
-        if fmt is None or url is None or provider != "llama2":
-            return None
-        return ModelConfig(
-            provider=provider,
-            name=name,
-            model_alias=alias,
-            options=ModelOptions(
-                llama2_format=fmt,
-                upstream_url=url,
-                raw_flavor=raw_flavor,
-                chat_template=template,
-                **opts_kwargs,
-            ),
-        )
-
-    def upstream_url(self, o: dict, opath: str) -> UpstreamURL | None:
-        if o.get("upstream_url") is None:
-            self.err(
-                opath, "must set 'model.options.upstream_url' for self-hosted providers/models"
-            )
-            return None
-        value = self.string(o, "upstream_url", opath)
-        if not value:
-            return None
-        sub = f"{opath}.upstream_url"
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError as exc:
-            self.err(sub, f"invalid URL: {exc}")
-            return None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.err(sub, "must be an absolute http:// or https:// URL")
-            return None
-        if parts.username or parts.password:
-            # Credentials in the URL would end up in logs and /status; auth.* exists for that.
-            self.err(sub, "must not contain credentials (use auth.header_* or auth.param_*)")
-            return None
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        return UpstreamURL(
-            scheme=parts.scheme,
-            host=parts.hostname,
-            port=port or (443 if parts.scheme == "https" else 80),
-            path=path,
-        )
-
-    def auth(self, raw: Any, path: str) -> AuthConfig:
-        d = self.mapping(
-            raw,
-            path,
-            {
-                "header_name",
-                "header_value",
-                "param_name",
-                "param_value",
-                "param_location",
-                "allow_override",
-            },
-            _KONG_DEFAULTS_AUTH,
-        )
-        header_name = self.string(d, "header_name", path, None)
-        header_value = self.string(d, "header_value", path, None)
-        if header_name is not None and not _TOKEN.fullmatch(header_name):
-            self.err(f"{path}.header_name", "must be a valid HTTP header name")
-        if header_value is not None and any(c in header_value for c in "\r\n\0"):
-            # Typical of a secret file with a trailing newline; aiohttp would refuse
-            # every request at run time, so say it once, here.
-            self.err(f"{path}.header_value", "must not contain control characters (CR, LF, NUL)")
-        if (header_name is None) != (header_value is None):
-            self.err(
-                path,
-                "all or none of these fields must be set: 'auth.header_name', 'auth.header_value'",
-            )
-        param_name = self.string(d, "param_name", path, None)
-        param_value = self.string(d, "param_value", path, None)
-        param_location = self.choice(d, "param_location", path, ("query", "body"), None)
-        trio = (param_name, param_value, param_location)
-        if any(x is not None for x in trio) and not all(x is not None for x in trio):
-            self.err(
-                path,
-                "all or none of these fields must be set: 'auth.param_name', "
-                "'auth.param_value', 'auth.param_location'",
-            )
-        return AuthConfig(
-            header_name=header_name,
-            header_value=header_value,
-            param_name=param_name,
-            param_value=param_value,
-            param_location=param_location,
-            allow_override=self.boolean(d, "allow_override", path, False),
-        )
