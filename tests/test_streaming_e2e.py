@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from helpers import route, target, url
 
 from gateway.sim import Behaviour
@@ -225,3 +226,33 @@ async def test_events_reach_the_client_while_the_upstream_still_generates(
         assert up.active_streams == 1, "the upstream is still generating: nothing was buffered"
         r.close()
     await asyncio.wait_for(up.stream_cancelled.wait(), timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "fmt"),
+    [
+        ("ollama", "/api/chat", "ollama"),
+        ("openai", "/v1/chat/completions", "openai"),
+        ("tgi", "/generate_stream", "raw"),
+    ],
+)
+async def test_finished_streams_keep_their_upstream_connection(
+    upstream, gateway, http, kind: str, path: str, fmt: str
+) -> None:
+    """Consecutive streams share one keep-alive upstream connection: a finished stream
+    hands its connection back (when the last event and the chunked terminator arrive
+    apart, the gateway waits briefly for the terminator: tests/test_http1_pool.py)."""
+    up = await upstream(kind)
+    gw = await gateway(route(target(up, path, fmt=fmt, options={"max_tokens": 4})))
+    pool = gw.gateway.pool
+    for _ in range(3):
+        async with http.post(url(gw), json={"messages": CHAT, "stream": True}) as r:
+            assert r.status == 200
+            assert (await r.read()).rstrip().endswith(b"data: [DONE]")
+        for _ in range(200):  # bounded: the tail arrives within milliseconds
+            if any(pool._idle.values()):
+                break
+            await asyncio.sleep(0.01)
+        idle = [c for conns in pool._idle.values() for c in conns]
+        assert len(idle) == 1, f"{kind}: the connection was not kept"
+    assert idle[0].reused, "all three streams travelled on one connection"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
@@ -45,6 +46,7 @@ class FakeUpstream(Core):
         self.name = name or kind
         self.host = "127.0.0.1"
         self.port = 0
+        self.scheme = "http"
         self.dialect = _DIALECTS[kind](self)
         self.app = web.Application(middlewares=[self._middleware], client_max_size=64 << 20)
         self.app.add_routes(self.dialect.routes())
@@ -54,9 +56,11 @@ class FakeUpstream(Core):
         return f"<FakeUpstream {self.name} {self.kind} {self.url()}>"
 
     def url(self, path: str = "") -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         # handler_cancellation: a client disconnect cancels the handler at once, which
         # is how the streaming loop notices (and counts) cancelled streams.
         runner = web.AppRunner(
@@ -66,7 +70,7 @@ class FakeUpstream(Core):
             shutdown_timeout=_SHUTDOWN_TIMEOUT,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -76,6 +80,7 @@ class FakeUpstream(Core):
         self.stopping = False
         self.host = host
         self.port = runner.addresses[0][1]
+        self.scheme = "https" if ssl_context is not None else "http"
 
     async def stop(self) -> None:
         if self._runner is not None:
