@@ -278,6 +278,55 @@ async def test_write_timeout_is_504(gateway, http) -> None:
         await server.wait_closed()
 
 
+async def test_client_leaving_a_non_stream_closes_the_upstream_request(gateway) -> None:
+    """The client disconnects while the upstream is still generating a non-streamed
+    answer: the gateway drops the upstream connection at once (the upstream sees EOF and
+    can stop), keeps nothing busy, and counts the request as cancelled."""
+    got_request = asyncio.Event()
+    upstream_saw_eof = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        got_request.set()
+        try:
+            while await reader.read(65536):  # never answers; waits for the close
+                pass
+        except ConnectionError:
+            pass
+        upstream_saw_eof.set()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway(route(target(f"http://127.0.0.1:{port}/api/chat", "")))
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        body = json.dumps({"messages": CHAT}).encode()
+        writer.write(
+            b"POST /chat HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        await asyncio.wait_for(got_request.wait(), 5)
+        writer.close()  # the client gives up
+        await asyncio.wait_for(upstream_saw_eof.wait(), 5)
+        pool = gw.gateway.pool  # type: ignore[union-attr]
+        for _ in range(100):
+            if not pool._busy and not gw.gateway.in_flight:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        assert not pool._busy and not any(pool._idle.values())
+        text = gw.metrics.exposition().decode()
+        cancelled = [
+            line
+            for line in text.splitlines()
+            if line.startswith("llama_gateway_requests_total{") and 'outcome="cancelled"' in line
+        ]
+        assert cancelled and cancelled[0].endswith(" 1.0"), cancelled
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_no_healthy_targets_is_503_with_retry_after(upstream, gateway, http) -> None:
     up = await upstream("ollama")
     gw = await gateway(route(target(up, "/api/chat"), name="pool"))
