@@ -173,7 +173,8 @@ class Connection(asyncio.Protocol):
 
     def send(self, data: bytes, read_timeout: float) -> None:
         if self.state == _CLOSED:  # lost between connecting (or pooling) and now
-            raise Disconnected("upstream closed the connection before answering")
+            # Nothing was sent: as safe to resend as a stale pooled connection.
+            raise Disconnected("upstream closed the connection before answering", self.reused)
         self.state = _ACTIVE
         self.read_timeout = read_timeout
         self.transport.write(data)  # type: ignore[union-attr]
