@@ -8,19 +8,17 @@ the balancer state at scrape time by a collector instead of being updated per re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import observe
 from .fastmetrics import Counter, Histogram
+from .livemetrics import PREFIX, PoolCollector, TargetCollector
 from .observe import RequestRecord
 
-PREFIX = "llama_gateway_"
 KONG_LATENCY_BUCKETS_MS = (
     250, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 10000, 30000, 60000,
 )  # fmt: skip
@@ -80,7 +78,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._build(self.registry)
         self._register_process_collectors()
-        self.registry.register(_LiveCollector(routes, clock))
+        self.registry.register(TargetCollector(routes, clock))
+        self.pools = PoolCollector()
+        self.registry.register(self.pools)
         self._children: dict[tuple[str, str], _TargetChildren] = {}
         self._route_children: dict[str, tuple[Any, Any, Any]] = {}
         for route in routes:
@@ -343,53 +343,3 @@ def render(registry: CollectorRegistry) -> bytes:
             else:
                 out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
     return "".join(out).encode()
-
-
-class _LiveCollector(Collector):
-    """Gauges read from balancer state at scrape time (no per-request updates)."""
-
-    def __init__(self, routes: Sequence[Any], clock: Callable[[], float]) -> None:
-        self.routes = routes
-        self.clock = clock
-
-    def describe(self) -> Iterable[Any]:
-        return []
-
-    def collect(self) -> Iterable[Any]:
-        labels = ["route", "target"]
-        in_flight = GaugeMetricFamily(
-            PREFIX + "in_flight_requests", "Upstream attempts in progress.", labels=labels
-        )
-        healthy = GaugeMetricFamily(
-            PREFIX + "target_healthy",
-            "1 when active health checks consider the target healthy.",
-            labels=labels,
-        )
-        circuit = GaugeMetricFamily(
-            PREFIX + "circuit_open",
-            "1 while the passive circuit breaker keeps the target out.",
-            labels=labels,
-        )
-        score = GaugeMetricFamily(
-            PREFIX + "target_score",
-            "Balancer score (lowest-latency: EWMA seconds; lowest-usage: decayed usage).",
-            labels=labels,
-        )
-        opens = CounterMetricFamily(
-            PREFIX + "circuit_opens",
-            "Times the circuit breaker opened (catches open periods shorter than a scrape).",
-            labels=labels,
-        )
-        now = self.clock()
-        for route in self.routes:
-            for t in route.targets:
-                s = t.state
-                lv = [route.name, t.name]
-                in_flight.add_metric(lv, s.in_flight)
-                healthy.add_metric(lv, 1.0 if s.healthy else 0.0)
-                circuit.add_metric(lv, 1.0 if s.open_until > now else 0.0)
-                opens.add_metric(lv, s.opens)
-                value = route.balancer.score(s, now)
-                if value is not None:
-                    score.add_metric(lv, value)
-        return [in_flight, healthy, circuit, opens, score]

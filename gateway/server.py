@@ -103,7 +103,9 @@ class GatewayServer:
         status_port: int | None = None,
     ) -> None:
         s = self.config.server
-        self.gateway = Gateway(Pool(), clock=self.clock, observers=(self.metrics, self.access_log))
+        pool = Pool()
+        self.metrics.pools.stats = pool.stats
+        self.gateway = Gateway(pool, clock=self.clock, observers=(self.metrics, self.access_log))
         self._status_runner = web.AppRunner(self.status_app(), access_log=None)
         await self._status_runner.setup()
         status_site = web.TCPSite(

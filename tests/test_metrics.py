@@ -217,3 +217,26 @@ async def test_unknown_client_models_never_become_labels(upstream, gateway, http
     text = await scrape(http, gw)
     assert "x-secret-model" not in text
     assert value(text, "kong_ai_llm_requests_total", **{**KONG, "ai_model": "unnamed"}) == 1
+
+
+async def test_upstream_connection_series_show_keep_alive(upstream, gateway, http) -> None:
+    """Per upstream origin: connections opened (once for sequential traffic: kept
+    alive) and how many are idle / busy, with the origin as the only label."""
+    up = await upstream("ollama")
+    gw = await gateway(
+        route(target(up, "/api/chat")),
+        route(target(up, "/api/generate", route_type="llm/v1/completions"), path="/gen", name="g"),
+    )
+    origin = f"http://127.0.0.1:{up.port}"
+    text = await scrape(http, gw)
+    assert value(text, "llama_gateway_upstream_connections_opened_total", upstream=origin) == 0
+    for _ in range(3):
+        async with http.post(url(gw), json={"messages": CHAT}) as r:
+            assert r.status == 200
+        async with http.post(url(gw, "/gen"), json={"prompt": "hi"}) as r:
+            assert r.status == 200
+    text = await scrape(http, gw)
+    # Two routes, one origin: six requests, one connection.
+    assert value(text, "llama_gateway_upstream_connections_opened_total", upstream=origin) == 1
+    assert value(text, "llama_gateway_upstream_connections", upstream=origin, state="idle") == 1
+    assert value(text, "llama_gateway_upstream_connections", upstream=origin, state="busy") == 0

@@ -34,6 +34,10 @@ class Origin:
     def tls(self) -> bool:
         return self.scheme == "https"
 
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
     def host_field(self) -> bytes:
         """The request's `Host:` line (RFC 9112 §3.2): the port only when not default."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -59,6 +63,7 @@ class Pool:
         self._busy: set[Connection] = set()
         self._dns: dict[tuple[str, int], tuple[float, list[Address]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._opened: dict[Origin, int] = {}
         self.closed = False
 
     async def request(
@@ -127,13 +132,15 @@ class Pool:
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
         try:
             async with asyncio.timeout(timeout):
-                return await self._open_any(origin, await self._resolve(origin))
+                conn = await self._open_any(origin, await self._resolve(origin))
         except TimeoutError:
             raise ConnectTimeout("connect timeout") from None
         except ssl.SSLError:
             raise ConnectFailed("TLS handshake failed") from None
         except OSError:
             raise ConnectFailed("connection refused or unreachable") from None
+        self._opened[origin] = self._opened.get(origin, 0) + 1
+        return conn
 
     async def _open(self, origin: Origin, family: int, address: tuple[str, int]) -> Connection:
         _, conn = await self.loop.create_connection(
@@ -202,6 +209,16 @@ class Pool:
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
         return self._ssl
+
+    def stats(self) -> list[tuple[str, int, int, int]]:
+        """(origin, idle, busy, ever opened) per origin this pool has connected to."""
+        busy: dict[Origin, int] = {}
+        for conn in self._busy:
+            busy[conn.origin] = busy.get(conn.origin, 0) + 1
+        return [
+            (str(origin), len(self._idle.get(origin, ())), busy.get(origin, 0), opened)
+            for origin, opened in self._opened.items()
+        ]
 
     async def close(self) -> None:
         self.closed = True
