@@ -34,13 +34,17 @@ class Origin:
     def tls(self) -> bool:
         return self.scheme == "https"
 
+    @property
+    def bracketed_host(self) -> str:
+        """The host as it appears in a URL or a Host field (IPv6 in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self.bracketed_host}:{self.port}"
 
     def host_field(self) -> bytes:
         """The request's `Host:` line (RFC 9112 §3.2): the port only when not default."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = self.bracketed_host
         value = host if self.port == (443 if self.tls else 80) else f"{host}:{self.port}"
         return b"Host: " + value.encode("ascii") + b"\r\n"
 
