@@ -24,7 +24,7 @@ VOLUME ["/etc/llama-gateway"]
 USER 10001
 EXPOSE 8000 8100
 
-# Liveness only: /healthz never depends on upstream health (SPEC §2).
+# Liveness only: /healthz never depends on upstream health.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8100/healthz', timeout=2)"]
 

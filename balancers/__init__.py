@@ -4,9 +4,10 @@ Knows targets (name, weight) and request outcomes, never HTTP: `gateway` imports
 package, not the other way round.
 """
 
-from .base import Balancer, Outcome, PickContext, TargetState
+from .base import Balancer, PickContext, TargetState
 from .breaker import Breaker
 from .options import BalancerOptions
+from .outcome import Outcome, Reason, upstream_fault
 from .registry import implemented, make_balancer
 
 __all__ = [
@@ -15,7 +16,9 @@ __all__ = [
     "Breaker",
     "Outcome",
     "PickContext",
+    "Reason",
     "TargetState",
     "implemented",
     "make_balancer",
+    "upstream_fault",
 ]

@@ -1,13 +1,15 @@
 """The one balancer interface and the per-target state every component shares.
 
-State lives on `TargetState`, in one place: algorithms read it to choose, and the
-pipeline (request outcomes), the breaker and the health checker write it. Everything
-runs on one event loop, so plain attributes are enough (no locks).
+State lives on `TargetState`, in one place, and each field has one writer: the
+balancer (`pick`/`report`/`release`: counters, scores, breaker state) and the active
+health checker (`healthy`). Algorithms only read it. Everything runs on one event loop,
+so plain attributes are enough (no locks).
 
 `Balancer.pick()` and `Balancer.report()` are the same for every algorithm: `pick`
-filters with `eligible()`, lets the algorithm `choose()`, then lets the breaker claim a
-half-open trial; `report` updates latency, usage and breaker state (`scores`, `breaker`).
-Algorithms only implement `choose()`.
+filters with `eligible()`, lets the algorithm `choose()`, lets the breaker claim a
+half-open trial and counts the pick in flight; `report` ends it with the attempt's
+outcome (request and failure counters, latency, usage, breaker), `release` ends a pick
+that was never sent. Algorithms only implement `choose()`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from . import scores
 from .breaker import Breaker
 from .options import BalancerOptions
+from .outcome import Outcome
 
 Clock = Callable[[], float]
 
@@ -31,10 +34,10 @@ class TargetState:
     index: int  # position in the route's target list
     name: str
     weight: int
-    in_flight: int = 0
-    requests: int = 0  # attempts sent to this target
-    failures: int = 0  # attempts that failed (transport or failover-worthy status)
-    healthy: bool = True  # active health checks (a target starts healthy)
+    in_flight: int = 0  # picks not yet reported or released (streams: until the end)
+    requests: int = 0  # attempts sent to this target (reported picks)
+    failures: int = 0  # reported attempts that were target failures (Outcome.counts)
+    healthy: bool = True  # written only by active health checks (a target starts healthy)
     # Latency EWMA (seconds, or seconds per completion token under `tpot`). `samples`
     # counts successful samples; ewma == inf with samples == 0 means "failed before any
     # sample" (explored, but nothing fast is known about it).
@@ -71,26 +74,12 @@ class PickContext:
     hash_key: str | None = None  # consistent-hashing key (header value), if any
 
 
-@dataclass(slots=True)
-class Outcome:
-    """One attempt's result, reported back to the balancer that picked it."""
-
-    ok: bool
-    latency: float = 0.0  # seconds, whole request (for streams, the whole stream)
-    ttft: float | None = None  # seconds to the first token
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    failure: str | None = None  # connect | reset | timeout | status | invalid | midstream
-    status: int | None = None  # upstream HTTP status when failure == "status"
-
-
-def rotation_start(pool: Sequence[TargetState], last: int) -> int:
-    """Position in `pool` (config order) of the first target after index `last`, wrapping.
+def rotation_start(eligible: Sequence[TargetState], last: int) -> int:
+    """Position in `eligible` (config order) of the first target after index `last`, wrapping.
 
     Scanning from there and keeping the first strict minimum breaks ties round-robin.
     """
-    for pos, s in enumerate(pool):
+    for pos, s in enumerate(eligible):
         if s.index > last:
             return pos
     return 0
@@ -135,17 +124,18 @@ class Balancer(ABC):
         return avail
 
     def pick(self, candidates: Sequence[TargetState], ctx: PickContext) -> TargetState | None:
-        pool = self.eligible(candidates, ctx)
-        if not pool:
+        eligible = self.eligible(candidates, ctx)
+        if not eligible:
             return None
-        state = pool[0] if len(pool) == 1 else self.choose(pool, ctx)
+        state = eligible[0] if len(eligible) == 1 else self.choose(eligible, ctx)
         if state.breaker != "closed":
             self.breaker.claim(state, self.clock())
+        state.in_flight += 1
         return state
 
     @abstractmethod
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
-        """One of `pool` (non-empty, at least two, all eligible, config order)."""
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
+        """One of `eligible` (at least two targets, all available, in config order)."""
 
     # Which scores this algorithm ranks by; the others are not kept up to date, since
     # report() runs for every attempt and nothing else reads them.
@@ -153,10 +143,19 @@ class Balancer(ABC):
     uses_usage = False
 
     def report(self, state: TargetState, outcome: Outcome) -> None:
-        """Learn from an attempt: the breaker always, latency/usage when ranked by."""
+        """End a pick whose attempt was sent: count it, learn from it (the breaker
+        always, latency/usage when ranked by). An outcome without a verdict (ok=False,
+        no failure: the client left) teaches nothing and hands back a breaker trial."""
+        state.in_flight -= 1
+        state.requests += 1
+        if not outcome.ok and outcome.failure is None:
+            self.breaker.release(state)
+            return
         now = self.clock()
         opts = self.options
-        failed = self.breaker.counts(outcome)
+        failed = outcome.counts
+        if failed:
+            state.failures += 1
         if self.uses_latency:
             if outcome.ok:
                 scores.add_latency(state, outcome, opts.latency_strategy, now)
@@ -172,5 +171,7 @@ class Balancer(ABC):
         return None
 
     def release(self, state: TargetState) -> None:
-        """A pick that will not be reported: give back its half-open trial, if any."""
+        """End a pick that was never sent (its dialect could not carry the request):
+        nothing counted, its half-open trial handed back, if any."""
+        state.in_flight -= 1
         self.breaker.release(state)

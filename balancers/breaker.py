@@ -1,9 +1,11 @@
-"""Passive circuit breaker (SPEC §6.3, Kong 3.13 semantics).
+"""Passive circuit breaker (Kong 3.13 semantics).
 
 closed → `max_fails` counted failures within a sliding window of `fail_timeout` → open
 (skipped) for `fail_timeout` → half-open: the next pick claims the single trial
 (`claim`), and others skip the target until that trial is reported:
-not a failure → closed with an empty count; a failure → open again.
+not a failure → closed with an empty count; a failure → open again. What counts as a
+failure is `Outcome.counts` (transport failures and `upstream_fault` statuses, whether
+or not the route fails over on them).
 
 Choices: a success while closed does not clear the window (failures age out of it, so
 one lucky request between errors does not hide a flapping target). Reports that arrive
@@ -19,13 +21,7 @@ from typing import TYPE_CHECKING
 from .options import BalancerOptions
 
 if TYPE_CHECKING:
-    from .base import Outcome, TargetState
-
-# Upstream statuses that are target failures; other 4xx are the client's doing.
-FAILURE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Transport failures (pipeline reasons): Kong's `error`, `timeout`, `invalid_header`, and
-# a connection dropped mid-stream.
-FAILURE_REASONS = frozenset({"connect", "reset", "timeout", "invalid", "midstream"})
+    from .base import TargetState
 
 
 class Breaker:
@@ -34,15 +30,6 @@ class Breaker:
         self.window = options.fail_timeout
         self.trial_timeout = options.trial_timeout
         self.wall = wall
-
-    @staticmethod
-    def counts(outcome: Outcome) -> bool:
-        """Is this outcome a target failure (breaker count, latency penalty)?"""
-        if outcome.ok or outcome.failure is None:
-            return False  # ok=False without a reason: the client went away
-        if outcome.failure == "status":
-            return outcome.status in FAILURE_STATUSES
-        return outcome.failure in FAILURE_REASONS
 
     def record(self, s: TargetState, failed: bool, now: float) -> None:
         if self.max_fails <= 0:

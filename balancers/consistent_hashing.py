@@ -1,4 +1,4 @@
-"""consistent-hashing (SPEC §6.1): a ring of `slots` points shared by weight.
+"""consistent-hashing: a ring of `slots` points shared by weight.
 
 Built once per route: each target gets points in proportion to its weight (at least
 one), placed by a stable hash of "<target name>#<i>" (never Python's salted `hash()`,
@@ -57,20 +57,20 @@ class ConsistentHashing(Balancer):
         self.points = [p for p, _ in ring]
         self.owners = [self.states[i] for _, i in ring]
 
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
         if ctx.hash_key is None:
-            return self._smooth.choose(pool)
-        return self.lookup(ctx.hash_key, pool) or self._smooth.choose(pool)
+            return self._smooth.choose(eligible)
+        return self.lookup(ctx.hash_key, eligible) or self._smooth.choose(eligible)
 
-    def lookup(self, key: str, pool: Sequence[TargetState]) -> TargetState | None:
-        """Owner of the first point clockwise from the key's hash that is in `pool`."""
+    def lookup(self, key: str, eligible: Sequence[TargetState]) -> TargetState | None:
+        """Owner of the first point clockwise from the key's hash that is in `eligible`."""
         points, owners = self.points, self.owners
         n = len(points)
         pos = bisect_right(points, stable_hash(key))
         for k in range(n):
             owner = owners[(pos + k) % n]
             # Identity scan of a handful of targets: cheaper than building a set.
-            for s in pool:
+            for s in eligible:
                 if s is owner:
                     return owner
-        return None  # pool holds targets of another route: not ours to place
+        return None  # eligible holds targets of another route: not ours to place

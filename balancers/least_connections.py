@@ -1,4 +1,4 @@
-"""least-connections (SPEC §6.1): lowest (in_flight + 1) / weight; ties go round-robin."""
+"""least-connections: lowest (in_flight + 1) / weight; ties go round-robin."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ class LeastConnections(Balancer):
         super().__init__(*args, **kwargs)
         self._last = -1
 
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
-        n = len(pool)
-        start = rotation_start(pool, self._last)
-        best = pool[start]
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
+        n = len(eligible)
+        start = rotation_start(eligible, self._last)
+        best = eligible[start]
         # Compared as cross products of integers: exact, so ties really tie.
         for k in range(1, n):
-            s = pool[(start + k) % n]
+            s = eligible[(start + k) % n]
             if (s.in_flight + 1) * best.weight < (best.in_flight + 1) * s.weight:
                 best = s
         self._last = best.index

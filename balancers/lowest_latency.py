@@ -1,4 +1,4 @@
-"""lowest-latency (SPEC §6.1): lowest latency EWMA ÷ weight.
+"""lowest-latency: lowest latency EWMA ÷ weight.
 
 Targets never reported on are tried first, in config order (exploration). A share
 `probe_share` of picks goes to one of the others instead, round-robin, so the EWMA of a
@@ -18,24 +18,24 @@ class LowestLatency(Balancer):
         super().__init__(*args, **kwargs)
         self._last_probe = -1
 
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
-        best = pool[0]
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
+        best = eligible[0]
         best_score = latency_score(best)
-        for s in pool:
+        for s in eligible:
             if unexplored(s):
                 return s
             score = latency_score(s)
             if score < best_score:
                 best, best_score = s, score
         if self.rng.random() < self.options.probe_share:
-            return self._probe(pool, best)
+            return self._probe(eligible, best)
         return best
 
-    def _probe(self, pool: list[TargetState], best: TargetState) -> TargetState:
-        n = len(pool)
-        start = rotation_start(pool, self._last_probe)
+    def _probe(self, eligible: list[TargetState], best: TargetState) -> TargetState:
+        n = len(eligible)
+        start = rotation_start(eligible, self._last_probe)
         for k in range(n):
-            s = pool[(start + k) % n]
+            s = eligible[(start + k) % n]
             if s is not best:
                 self._last_probe = s.index
                 return s

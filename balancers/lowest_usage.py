@@ -1,4 +1,4 @@
-"""lowest-usage (SPEC §6.1): lowest decayed usage ÷ weight; ties go round-robin."""
+"""lowest-usage: lowest decayed usage ÷ weight; ties go round-robin."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ class LowestUsage(Balancer):
         super().__init__(*args, **kwargs)
         self._last = -1
 
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
         now = self.clock()
-        n = len(pool)
-        start = rotation_start(pool, self._last)
-        best = pool[start]
+        n = len(eligible)
+        start = rotation_start(eligible, self._last)
+        best = eligible[start]
         best_score = usage_now(best, now) / best.weight
         # Scanning from after the last pick keeps the first of equal scores: idle
         # targets of equal weight alternate instead of the first one taking everything.
         for k in range(1, n):
-            s = pool[(start + k) % n]
+            s = eligible[(start + k) % n]
             score = usage_now(s, now) / s.weight
             if score < best_score:
                 best, best_score = s, score

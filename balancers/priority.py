@@ -1,7 +1,7 @@
-"""priority (SPEC §6.1): targets of equal weight form a group, highest weight first.
+"""priority: targets of equal weight form a group, highest weight first.
 
 `eligible()` already drops unavailable targets and, while an untried one exists, the
-ones tried for this request, so "the highest weight in the pool" is exactly the group
+ones tried for this request, so "the highest weight among eligible targets" is exactly the group
 to use: a lower group appears only once every higher target is unavailable or tried.
 Inside the group, round-robin (equal weights, so plain rotation is the smooth order).
 """
@@ -16,13 +16,13 @@ class Priority(Balancer):
         super().__init__(*args, **kwargs)
         self._last = -1
 
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
-        top = max(s.weight for s in pool)
-        n = len(pool)
-        start = rotation_start(pool, self._last)
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
+        top = max(s.weight for s in eligible)
+        n = len(eligible)
+        start = rotation_start(eligible, self._last)
         for k in range(n):
-            s = pool[(start + k) % n]
+            s = eligible[(start + k) % n]
             if s.weight == top:
                 self._last = s.index
                 return s
-        raise AssertionError("the top weight is in the pool")
+        raise AssertionError("the top weight is in the eligible")

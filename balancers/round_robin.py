@@ -18,12 +18,12 @@ class SmoothWeighted:
     def __init__(self, size: int) -> None:
         self.credit = [0] * size
 
-    def choose(self, pool: Sequence[TargetState]) -> TargetState:
+    def choose(self, eligible: Sequence[TargetState]) -> TargetState:
         credit = self.credit
         total = 0
-        best = pool[0]
+        best = eligible[0]
         best_credit = None
-        for s in pool:
+        for s in eligible:
             c = credit[s.index] + s.weight
             credit[s.index] = c
             total += s.weight
@@ -38,5 +38,5 @@ class RoundRobin(Balancer):
         super().__init__(*args, **kwargs)
         self._smooth = SmoothWeighted(len(self.states))
 
-    def choose(self, pool: list[TargetState], ctx: PickContext) -> TargetState:
-        return self._smooth.choose(pool)
+    def choose(self, eligible: list[TargetState], ctx: PickContext) -> TargetState:
+        return self._smooth.choose(eligible)

@@ -1,4 +1,4 @@
-"""How outcomes update a target's latency EWMA and decayed usage (SPEC §6.1).
+"""How outcomes update a target's latency EWMA and decayed usage.
 
 Kept apart from the algorithms: `Balancer.report()` updates these for every route, and
 algorithms only read them (`latency_score`, `usage_now`).
@@ -10,7 +10,8 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .base import Outcome, TargetState
+    from .base import TargetState
+    from .outcome import Outcome
 
 EWMA_TAU = 10.0  # seconds: alpha = max(0.1, 1 - exp(-dt / tau))
 MIN_ALPHA = 0.1

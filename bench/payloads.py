@@ -1,4 +1,4 @@
-"""Wire bytes shared by the benchmark's upstreams (nginx and `upstream.py`) and clients.
+"""Wire bytes shared by the benchmark's upstreams (nginx and `stream_server.py`) and clients.
 
 Everything here is fixed bytes, built once: the upstreams answer without any per-request
 work, so they never become what is measured.
@@ -21,7 +21,7 @@ CREATED_AT = "2024-01-15T08:13:38.876196Z"
 
 # Client request bodies (OpenAI chat shape; Ollama/TGI/OpenAI upstreams accept or
 # ignore it when the client talks to them directly). The stream prompt tells
-# `upstream.py` how many chunks to send and at which interval (ms).
+# `stream_server.py` how many chunks to send and at which interval (ms).
 NONSTREAM_BODY = json.dumps(
     {
         "model": MODEL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# Goals of issue 6 (SPEC §9), each checked against the floor of the same run.
+# The performance goals, each checked against the floor of the same run.
 GOAL_RPS = 0.80
 GOAL_CPU_REQ = 1.30
 GOAL_ADDED_P50_MS = 0.4

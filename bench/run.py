@@ -340,7 +340,7 @@ async def start_upstreams(env: Env) -> None:
     py = spawn(
         env,
         "upstream",
-        [sys.executable, str(BENCH / "upstream.py"), "--port", str(env.py_port)],
+        [sys.executable, str(BENCH / "stream_server.py"), "--port", str(env.py_port)],
         env.load_cpu,
     )
     await wait_ok(py, env.py_port, "GET", "/_stats", b"")
@@ -911,7 +911,7 @@ async def amain(args: argparse.Namespace) -> int:
         "proxy_cpu": proxy_cpu,
         "loadgen": loadgen,
         "nonstream_upstream": upstream,
-        "stream_upstream": "python (bench/upstream.py)",
+        "stream_upstream": "python (bench/stream_server.py)",
         "loops": loops,
         "settings": s.__dict__,
         "scenarios": selected,
@@ -954,7 +954,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--upstream",
         choices=("auto", "nginx", "python"),
         default="auto",
-        help="non-stream upstream (streams always use bench/upstream.py)",
+        help="non-stream upstream (streams always use bench/stream_server.py)",
     )
     p.add_argument(
         "--uvloop",

@@ -1,4 +1,4 @@
-"""Structured access log: one JSON line per request, opt-in per target (SPEC §7, Kong's
+"""Structured access log: one JSON line per request, opt-in per target (Kong's
 `logging.log_statistics` / `log_payloads`), with Kong's `ai.proxy.meta/usage/payload`.
 
 Auth values never appear: headers are not logged at all and a body auth parameter is
@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .jsonutil import JSONDecodeError, dumps, loads
 from .observe import RequestRecord
+
+if TYPE_CHECKING:
+    from .routing import Target
 
 ACCESS_LOGGER = "llama_gateway.access"
 
@@ -42,7 +45,9 @@ class AccessLog:
 
     @staticmethod
     def line(rec: RequestRecord) -> bytes:
+        """The JSON line of a request that reached a target."""
         target = rec.target
+        assert target is not None
         u = rec.usage
         completion = u.completion_tokens if u else 0
         gen = rec.duration - (rec.ttft or 0.0) if rec.stream else rec.duration
@@ -80,6 +85,7 @@ class AccessLog:
             "target": target.name,
             "attempts": rec.attempts,
             "tried_targets": _tried(rec),
+            "failed": [{"target": f.target.name, "reason": f.reason.value} for f in rec.failures],
             "latency_ms": round(rec.duration * 1000, 3),
             "ai": {"proxy": proxy},
         }
@@ -91,13 +97,13 @@ class AccessLog:
 def _tried(rec: RequestRecord) -> list[str]:
     """Every target tried, in order: the failed attempts, then the answering one if its
     attempt did not fail (a failed last attempt is already among the failures)."""
-    names = [t.name for t, _ in rec.failures]
+    names = [f.target.name for f in rec.failures]
     if len(rec.failures) < rec.attempts and rec.target is not None:
         names.append(rec.target.name)
     return names
 
 
-def _redacted(body: bytes | None, target: Any, secrets: tuple[str, ...]) -> str:
+def _redacted(body: bytes | None, target: Target, secrets: tuple[str, ...]) -> str:
     if not body:
         return ""
     auth = target.cfg.auth

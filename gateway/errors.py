@@ -1,13 +1,13 @@
-"""Gateway-made error answers and their exact texts (SPEC §3.1, §3.2).
+"""Gateway-made errors: their exact texts, and the one place their bytes are built.
 
-Every error body is `{"error":{"message":...}}`: OpenAI clients read `error.message`.
+Every error body is `{"error":{"message":...}}` (OpenAI clients read `error.message`);
+a stream that fails after it started ends with the same object as one SSE event.
+Pure (no aiohttp), so adapters build their in-band error events here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from aiohttp import web
 
 from .jsonutil import dumps
 
@@ -18,6 +18,8 @@ MULTIPLE_FORMATS = "request matches multiple LLM request formats"
 NO_MODEL = "model parameter not found in request, nor in gateway configuration"
 STREAMING_DISABLED = "response streaming is not enabled for this LLM"
 INTERNAL = "internal gateway error"
+SHUTDOWN = "gateway is shutting down"
+UNREADABLE_FRAME = "transformation failed: unreadable upstream frame"
 
 
 def incompatible_format(request_type: str, route_type: str) -> str:
@@ -61,12 +63,10 @@ class GatewayError(Exception):
 
 
 def error_body(message: str) -> bytes:
-    return dumps({"error": {"message": message}})
+    """A non-stream error answer's body."""
+    return b'{"error":{"message":' + dumps(message) + b"}}"
 
 
-def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status, body=error_body(message), content_type="application/json", headers=headers
-    )
+def error_event(message: str) -> bytes:
+    """The SSE event that ends a stream which failed after it started (no [DONE])."""
+    return b"data: " + error_body(message) + b"\n\n"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
@@ -42,7 +43,10 @@ class HistogramChild:
         self.sum += value
 
 
-class _Family(Collector):
+ChildT = TypeVar("ChildT", "CounterChild", "HistogramChild")
+
+
+class _Family(Collector, Generic[ChildT]):
     def __init__(
         self,
         name: str,
@@ -53,14 +57,14 @@ class _Family(Collector):
         self.name = name.removesuffix("_total")
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.children: dict[tuple[str, ...], Any] = {}
+        self.children: dict[tuple[str, ...], ChildT] = {}
         if registry is not None:
             registry.register(self)
 
-    def _new(self) -> Any:
+    def _new(self) -> ChildT:
         raise NotImplementedError
 
-    def labels(self, *values: str) -> Any:
+    def labels(self, *values: str) -> ChildT:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
         key = tuple(str(v) for v in values)
@@ -69,22 +73,22 @@ class _Family(Collector):
             child = self.children[key] = self._new()
         return child
 
-    def describe(self) -> Iterable[Any]:
+    def describe(self) -> Iterable[Metric]:
         return []
 
 
-class Counter(_Family):
+class Counter(_Family[CounterChild]):
     def _new(self) -> CounterChild:
         return CounterChild()
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         fam = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for key, child in self.children.items():
             fam.add_metric(key, child.value)
         return [fam]
 
 
-class Histogram(_Family):
+class Histogram(_Family[HistogramChild]):
     def __init__(
         self,
         name: str,
@@ -100,7 +104,7 @@ class Histogram(_Family):
     def _new(self) -> HistogramChild:
         return HistogramChild(self.bounds)
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for key, child in self.children.items():
             cumulative, running = [], 0

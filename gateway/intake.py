@@ -1,4 +1,4 @@
-"""Client request intake: size limit, JSON, prompt/format checks (SPEC §3.1 steps 1–3, 5)."""
+"""Client request intake: size limit, JSON, prompt/format checks, streaming mode."""
 
 from __future__ import annotations
 

@@ -4,10 +4,14 @@ the balancers (in flight, health, breaker, score) and the upstream connection po
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .routing import Route
 
 PREFIX = "llama_gateway_"
 PoolStats = Callable[[], Iterable[tuple[str, int, int, int]]]
@@ -16,14 +20,14 @@ PoolStats = Callable[[], Iterable[tuple[str, int, int, int]]]
 class TargetCollector(Collector):
     """Gauges read from balancer state at scrape time (no per-request updates)."""
 
-    def __init__(self, routes: Sequence[Any], clock: Callable[[], float]) -> None:
+    def __init__(self, routes: Sequence[Route], clock: Callable[[], float]) -> None:
         self.routes = routes
         self.clock = clock
 
-    def describe(self) -> Iterable[Any]:
+    def describe(self) -> Iterable[Metric]:
         return []
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         labels = ["route", "target"]
         in_flight = GaugeMetricFamily(
             PREFIX + "in_flight_requests", "Upstream attempts in progress.", labels=labels
@@ -71,10 +75,10 @@ class PoolCollector(Collector):
     def __init__(self) -> None:
         self.stats: PoolStats | None = None  # set once the pool exists (server start)
 
-    def describe(self) -> Iterable[Any]:
+    def describe(self) -> Iterable[Metric]:
         return []
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         conns = GaugeMetricFamily(
             PREFIX + "upstream_connections",
             "Open upstream connections by state (idle in the keep-alive pool, or busy).",

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §7): Kong-compatible series and our own.
+"""Prometheus metrics: Kong-compatible series and our own.
 
 Cheap on the hot path: every label value comes from config, so all label children are
 created once at startup and a finished request costs a few counter increments and
@@ -9,15 +9,20 @@ the balancer state at scrape time by a collector instead of being updated per re
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.utils import floatToGoString
 
+from balancers import Reason
+
 from . import observe
-from .fastmetrics import Counter, Histogram
+from .fastmetrics import Counter, CounterChild, Histogram, HistogramChild
 from .livemetrics import PREFIX, PoolCollector, TargetCollector
 from .observe import RequestRecord
+
+if TYPE_CHECKING:
+    from .routing import Route, Target
 
 KONG_LATENCY_BUCKETS_MS = (
     250, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 10000, 30000, 60000,
@@ -34,7 +39,6 @@ OUTCOMES = (
     observe.GATEWAY_ERROR,
     observe.CANCELLED,
 )
-ERROR_REASONS = ("connect", "reset", "timeout", "status", "invalid", "midstream")
 KONG_LABELS = (
     "ai_provider",
     "ai_model",
@@ -47,7 +51,7 @@ KONG_LABELS = (
 NO_TARGET = "-"  # label value when a request never reached a target
 
 
-def kong_model(target: Any) -> str:
+def kong_model(target: Target) -> str:
     """Kong's ai_model label: the target's configured name, never a client string."""
     return target.cfg.model.name or "unnamed"
 
@@ -69,10 +73,22 @@ class _TargetChildren:
         "tpot",
         "ttft",
     )
+    requests: dict[tuple[str, str], CounterChild]  # (outcome, status class)
+    duration: HistogramChild
+    ttft: dict[bool, HistogramChild]  # by stream
+    tpot: HistogramChild
+    tokens: dict[tuple[str, str], CounterChild]  # (token type, source)
+    errors: dict[Reason, CounterChild]
+    retries: CounterChild
+    picks: CounterChild
+    kong_requests: CounterChild
+    kong_tokens: dict[str, CounterChild]
+    kong_cost: CounterChild | tuple[str, ...]  # label values until the first cost
+    kong_latency: HistogramChild
 
 
 class Metrics:
-    def __init__(self, routes: Sequence[Any], clock: Callable[[], float]) -> None:
+    def __init__(self, routes: Sequence[Route], clock: Callable[[], float]) -> None:
         # `*_created` series double the exposition and no dashboard uses them.
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -82,7 +98,7 @@ class Metrics:
         self.pools = PoolCollector()
         self.registry.register(self.pools)
         self._children: dict[tuple[str, str], _TargetChildren] = {}
-        self._route_children: dict[str, tuple[Any, Any, Any]] = {}
+        self._route_children: dict[str, tuple[HistogramChild, HistogramChild, CounterChild]] = {}
         for route in routes:
             r = route.name
             self._route_children[r] = (
@@ -133,8 +149,8 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             PREFIX + "upstream_errors",
-            "Failed upstream attempts by reason "
-            "(connect, reset, timeout, status, invalid, midstream).",
+            "Target failures by reason (connect, reset, timeout, status, invalid, midstream); "
+            "status: upstream 5xx and 429 only.",
             ("route", "target", "reason"),
             registry=reg,
         )
@@ -209,7 +225,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 
-    def _target_children(self, route: str, target: Any) -> _TargetChildren:
+    def _target_children(self, route: str, target: Target | None) -> _TargetChildren:
         """Children for one target; for `target=None` (rejected before any target was
         chosen) only the request counter exists."""
         c = _TargetChildren()
@@ -234,7 +250,7 @@ class Metrics:
             for kind in ("prompt", "completion")
             for src in ("reported", "estimated")
         }
-        c.errors = {r: self.upstream_errors.labels(route, name, r) for r in ERROR_REASONS}
+        c.errors = {r: self.upstream_errors.labels(route, name, r.value) for r in Reason}
         c.retries = self.retries.labels(route, name)
         c.picks = self.picks.labels(route, name)
         kl = ("llama2", model, "", "", "", "", "default")
@@ -263,9 +279,10 @@ class Metrics:
             child = c.requests[key] = self.requests.labels(route, name, model, *key)
         child.inc()
         children = self._children
-        for i, (failed, reason) in enumerate(rec.failures):
-            fc = children[(route, failed.name)]
-            fc.errors[reason].inc()
+        for i, failed in enumerate(rec.failures):
+            fc = children[(route, failed.target.name)]
+            if failed.fault:  # the one rule the breaker and /status count by too
+                fc.errors[failed.reason].inc()
             fc.picks.inc()
             if i < rec.attempts - 1:  # another attempt followed this failure
                 fc.retries.inc()
@@ -276,7 +293,7 @@ class Metrics:
         c.duration.observe(rec.duration)
         if rec.proxy_latency is not None:
             overhead.observe(rec.proxy_latency)
-        if rec.failures and rec.answered_by_upstream and rec.failures[0][0] is not target:
+        if rec.failures and rec.answered_by_upstream and rec.failures[0].target is not target:
             failovers.inc()
         if rec.ttft is not None:
             c.ttft[rec.stream].observe(rec.ttft)
@@ -296,7 +313,7 @@ class Metrics:
     def _kong(self, c: _TargetChildren, rec: RequestRecord) -> None:
         c.kong_requests.inc()
         if rec.upstream_latency is not None:
-            # Kong: provider latency; for a stream, time to first byte (SPEC §7.1).
+            # Kong: provider latency; for a stream, time to first byte .
             c.kong_latency.observe(rec.upstream_latency * 1000)
         u = rec.usage
         if u is None or rec.status != 200:

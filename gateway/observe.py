@@ -8,9 +8,14 @@ into aiohttp requests; everything they may use is here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from balancers import Reason
 
 from .adapters.base import Usage
+
+if TYPE_CHECKING:
+    from .routing import Route, Target
 
 # Outcomes (a small fixed set: metric label values).
 SUCCESS = "success"
@@ -20,23 +25,31 @@ GATEWAY_ERROR = "gateway_error"  # our own fault (internal error)
 CANCELLED = "cancelled"  # the client went away before the answer was complete
 
 
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """An attempt that did not produce the answer."""
+
+    target: Target
+    reason: Reason
+    fault: bool  # a target failure (breaker, /status, upstream_errors); False: e.g. a
+    # client-caused 4xx the route fails over on
+
+
 @dataclass(slots=True)
 class RequestRecord:
-    route: Any  # routing.Route
+    route: Route
     started: float  # monotonic
     wall_started: float
     stream: bool = False
     body_size: int = 0
     status: int = 0
     outcome: str = ""
-    target: Any = None  # routing.Target that produced the answer (or the last one tried)
+    target: Target | None = None  # the target that produced the answer (or the last tried)
     answered_by_upstream: bool = False  # an upstream's answer (any status) reached the client
     request_model: str | None = None  # the client's `model` value, when a string
     response_model: str | None = None  # effective model sent upstream
     attempts: int = 0
-    failures: list[tuple[Any, str]] = field(
-        default_factory=list
-    )  # (Target, reason) per failed attempt
+    failures: list[FailedAttempt] = field(default_factory=list)  # in attempt order
     proxy_latency: float | None = None  # seconds spent before the answering attempt was sent
     upstream_latency: float | None = None  # seconds from sending to the upstream's response head
     ttft: float | None = None  # seconds from request start to the first answer byte

@@ -1,8 +1,8 @@
-"""One client request, end to end (SPEC §3, §5, §6.2).
+"""One client request, end to end.
 
-intake (§3.1) → candidates (§3.3) → attempt loop: pick → adapter.build → upstream
+intake → candidates (model rules) → attempt loop: pick → adapter.build → upstream
 call → classify → retry/failover or answer → observers. This module is the only place
-that knows the order of these steps.
+that knows the order of these steps (docs/design.md, "One request").
 """
 
 from __future__ import annotations
@@ -16,21 +16,24 @@ from typing import Any
 
 from aiohttp import web
 
-from balancers import Outcome, PickContext
+from balancers import Outcome, PickContext, Reason, TargetState, upstream_fault
 
 from . import errors, observe
 from .adapters.base import Call, ResponseError, TransformError
 from .adapters.common import estimated_usage
-from .errors import GatewayError, error_response
-from .http1 import Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
+from .errors import GatewayError
+from .failure import Failure, classify, retry_after, retryable, status_failure, unreadable
+from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
 from .intake import make_call, parse_body, read_body
 from .jsonutil import dumps
-from .observe import Observer, RequestRecord
+from .observe import FailedAttempt, Observer, RequestRecord
+from .replies import error_response
 from .routing import Route, Target
-from .streaming import SHUTDOWN_MESSAGE, StreamFailure, StreamResult, relay_stream
-from .upstream import Failure, classify, retry_after, retryable, upstream_fault
+from .streaming import AdapterBug, StreamEnd, relay_stream
 
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
+# Exceptions an adapter's parse() must never raise: our bug, not the upstream's.
+_ADAPTER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 log = logging.getLogger("llama_gateway")
 
 
@@ -43,6 +46,7 @@ class Attempt:
     sent_at: float = 0.0
     headers_at: float = 0.0
     passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
+    picked: TargetState | None = None  # the pick not yet reported (see `_report`)
 
 
 class Gateway:
@@ -87,8 +91,8 @@ class Gateway:
             # Our own shutdown ran out of drain time before anything was sent: a clear
             # answer instead of a dropped connection.
             task.uncancel()
-            rec.status, rec.error = 503, SHUTDOWN_MESSAGE
-            return error_response(503, SHUTDOWN_MESSAGE)
+            rec.status, rec.error = 503, errors.SHUTDOWN
+            return error_response(503, errors.SHUTDOWN)
         except Exception:
             # A bug must not turn into aiohttp's text/plain 500 (or a leaked traceback).
             log.exception("internal error on route %s", route.name)
@@ -124,21 +128,21 @@ class Gateway:
         request: web.Request,
         route: Route,
         call: Call,
-        candidates: list[Any],
+        candidates: list[TargetState],
         att: Attempt,
     ) -> web.StreamResponse:
         rec = att.rec
         bal_cfg = route.cfg.balancer
         ctx = PickContext(hash_key=request.headers.get(bal_cfg.hash_on_header))
-        pool = candidates
         untransformable: str | None = None
         while True:
-            state = route.balancer.pick(pool, ctx)
+            state = route.balancer.pick(candidates, ctx)
             if state is None:
                 break
             target = route.targets[state.index]
             call.model = target.cfg.model.name or rec.request_model
             if call.model is None:
+                route.balancer.release(state)
                 raise GatewayError(400, errors.NO_MODEL)
             try:
                 upstream_body = target.adapter.build(call, target.cfg.options)
@@ -146,9 +150,10 @@ class Gateway:
                 # This target's dialect cannot carry the request; another one may.
                 route.balancer.release(state)
                 untransformable = errors.transforming_to(call.route_type, target.adapter.format)
-                pool = [s for s in pool if s is not state]  # a copy: candidates are shared
+                candidates = [s for s in candidates if s is not state]  # a copy: shared
                 continue
-            target.inject_body_auth(upstream_body, call.body)
+            target.request.inject_body_auth(upstream_body, call.body)
+            att.picked = state
             rec.attempts += 1
             rec.target = target
             rec.response_model = call.model
@@ -158,23 +163,26 @@ class Gateway:
             if isinstance(result, web.StreamResponse):
                 return result
             att.last_failure = result
-            rec.failures.append((target, result.reason))
             if rec.attempts > bal_cfg.retries or not retryable(result, bal_cfg.failover_criteria):
                 break
-        return self._give_up(route, att, pool, untransformable)
+        return self._give_up(route, att, candidates, untransformable)
 
     def _give_up(
-        self, route: Route, att: Attempt, pool: list[Any], untransformable: str | None
+        self,
+        route: Route,
+        att: Attempt,
+        candidates: list[TargetState],
+        untransformable: str | None,
     ) -> web.Response:
-        """No more attempts: the last failure is the answer (SPEC §3.2, §6.2)."""
+        """No more attempts: the last failure is the answer."""
         rec = att.rec
         failure, target = att.last_failure, rec.target
         if failure is None or target is None:
-            if untransformable is not None and not pool:
+            if untransformable is not None and not candidates:
                 # No target can carry this request at all: the client's problem. (When
                 # some could but are unavailable, that is a 503 like any other.)
                 raise GatewayError(400, untransformable)
-            headers = {"Retry-After": str(retry_after(pool, self.clock()))}
+            headers = {"Retry-After": str(retry_after(candidates, self.clock()))}
             raise GatewayError(503, errors.no_healthy_targets(route.name), headers)
         if att.passthrough is not None:  # the last attempt's upstream answer
             rec.answered_by_upstream = True
@@ -199,43 +207,41 @@ class Gateway:
         upstream_body: dict[str, Any],
         att: Attempt,
     ) -> web.StreamResponse | Failure:
-        state = target.state
-        state.in_flight += 1
-        state.requests += 1
+        """One attempt. Ends the balancer's pick exactly once: `_report` on every path,
+        including a client that leaves mid-attempt (a report without a verdict)."""
         att.sent_at = self.clock()
         resp: Response | None = None
+        data = target.request.build(request.raw_headers, request.query, dumps(upstream_body))
         try:
-            resp = await self._send(
-                target.origin, target.request_bytes(request, dumps(upstream_body)), route.timeout
-            )
+            resp = await self._send(target.origin, data, route.timeout)
             att.headers_at = self.clock()
             if resp.status != 200:
                 return await self._non_200(route, target, resp, att)
             if call.stream:
                 return await self._stream(request, route, target, call, resp, att)
-            data = await resp.read()
+            body = await resp.read(route.cfg.max_response_body)
         except UpstreamError as exc:
-            return self._failed(route, target, classify(exc))
-        except StreamFailure as exc:
-            return self._failed(route, target, exc.failure)
+            failure = classify(exc)
+            if isinstance(exc, BodyTooLarge):
+                log.warning("target %s: response body over max_response_body", target.name)
+            return self._failed(route, target, failure, att)
+        except AdapterBug as exc:
+            return self._adapter_bug(route, target, call, att, exc)
         except BaseException:
-            # The client left mid-attempt (or a bug): no outcome to learn from, but a
-            # half-open breaker trial held by this pick must be handed back (a no-op
-            # once report() ran).
-            route.balancer.release(state)
+            # The client left mid-attempt (or a bug): the attempt ran, but there is no
+            # verdict to learn from. (A no-op when this attempt was reported already.)
+            self._report(route, att, Outcome(ok=False))
             raise
         finally:
-            state.in_flight -= 1
             if resp is not None:
                 resp.release()  # back to the pool if fully read, closed otherwise
         try:
-            parsed = target.adapter.parse(call, target.cfg.options, data)
-        except (ResponseError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            reason = str(exc) if isinstance(exc, ResponseError) else "unexpected response shape"
-            text = errors.transformation_failed(call.route_type, reason)
-            return self._failed(
-                route, target, Failure("invalid_header", "invalid", text, status=200)
-            )
+            parsed = target.adapter.parse(call, target.cfg.options, body)
+        except ResponseError as exc:
+            text = errors.transformation_failed(call.route_type, str(exc))
+            return self._failed(route, target, unreadable(text), att)
+        except _ADAPTER_BUGS as exc:
+            return self._adapter_bug(route, target, call, att, exc)
         done = self.clock()
         u = parsed.usage
         rec = att.rec
@@ -244,8 +250,9 @@ class Gateway:
         rec.ttft = done - rec.started
         rec.response_body = parsed.body
         self._timings(rec, att)
-        route.balancer.report(
-            state,
+        self._report(
+            route,
+            att,
             Outcome(
                 ok=True,
                 latency=done - att.sent_at,
@@ -271,7 +278,7 @@ class Gateway:
                 raise
             # Closed before any response byte on a pooled idle connection the upstream
             # had already dropped: not a target failure. Once more, on a fresh
-            # connection, not counted as an attempt (SPEC §6.2).
+            # connection, not counted as an attempt.
             return await self.pool.request(origin, data, timeouts, fresh=True)
 
     async def _non_200(
@@ -279,38 +286,57 @@ class Gateway:
     ) -> web.Response | Failure:
         """Upstream non-200: passed through unchanged, unless failover applies (then the
         pass-through is kept in case no other target answers)."""
-        data = await resp.read()
+        data = await resp.read(route.cfg.max_response_body)
         headers = {k: resp.headers[k] for k in _PASSTHROUGH_HEADERS if k in resp.headers}
         headers.update(self._gateway_headers(att, target))
         answer = web.Response(status=resp.status, body=data, headers=headers)
-        criterion = f"http_{resp.status}"
-        failure = Failure(
-            criterion, "status", f"upstream answered {resp.status}", status=resp.status
-        )
-        retry = criterion in route.cfg.balancer.failover_criteria
-        # A client-caused 4xx passed through is the upstream working, not failing: the
-        # balancer hears of it (it ignores it), /status does not count it as a failure.
-        self._failed(route, target, failure, counted=retry or upstream_fault(resp.status))
+        failure = status_failure(resp.status)
+        retry = failure.criterion in route.cfg.balancer.failover_criteria
+        # Reported either way (the breaker ignores client-caused statuses); only an
+        # upstream fault, or a status the route fails over on, is a failed attempt.
         self._timings(att.rec, att)
+        if retry or upstream_fault(resp.status):
+            self._failed(route, target, failure, att)
+        else:
+            self._report(route, att, _outcome_of(failure))
         if retry:
             att.passthrough = answer
             return failure
         rec = att.rec
         rec.answered_by_upstream = True
         rec.response_body = data
-        if upstream_fault(resp.status):  # the upstream failed, not the client
-            rec.failures.append((target, "status"))
         return answer
 
-    def _failed(
-        self, route: Route, target: Target, failure: Failure, counted: bool = True
-    ) -> Failure:
-        if counted:
-            target.state.failures += 1
-        route.balancer.report(
-            target.state, Outcome(ok=False, failure=failure.reason, status=failure.status)
-        )
+    def _failed(self, route: Route, target: Target, failure: Failure, att: Attempt) -> Failure:
+        outcome = _outcome_of(failure)
+        att.rec.failures.append(FailedAttempt(target, failure.reason, outcome.counts))
+        self._report(route, att, outcome)
         return failure
+
+    def _adapter_bug(
+        self, route: Route, target: Target, call: Call, att: Attempt, exc: BaseException
+    ) -> Failure:
+        """An adapter raised what it never should: logged, answered as our error, and
+        not held against the target (no verdict for the balancer, no retry)."""
+        cause = exc.__cause__ if isinstance(exc, AdapterBug) else exc
+        log.error(
+            "adapter %s failed on target %s of route %s",
+            target.adapter.format,
+            target.name,
+            route.name,
+            exc_info=cause,
+        )
+        self._report(route, att, Outcome(ok=False))
+        att.rec.outcome = observe.GATEWAY_ERROR
+        text = errors.transformation_failed(call.route_type, "unexpected response shape")
+        return Failure("gateway", Reason.INVALID, text, status=200)
+
+    @staticmethod
+    def _report(route: Route, att: Attempt, outcome: Outcome) -> None:
+        """End the attempt's pick with its outcome, once: the balancer contract."""
+        state, att.picked = att.picked, None
+        if state is not None:
+            route.balancer.report(state, outcome)
 
     def _timings(self, rec: RequestRecord, att: Attempt) -> None:
         rec.proxy_latency = att.sent_at - rec.started
@@ -326,55 +352,57 @@ class Gateway:
         call: Call,
         resp: Response,
         att: Attempt,
-    ) -> web.StreamResponse:
-        result = StreamResult()
+    ) -> web.StreamResponse | Failure:
         decoder = target.adapter.decoder(call, target.cfg.options)
-        try:
-            return await relay_stream(
-                request,
-                resp,
-                decoder,
-                self._success_headers(route, att, target, call),
-                lambda: self.closing,
-                self.clock,
-                result,
-            )
-        finally:
-            if result.response is not None:  # committed: this target answered
-                self._stream_done(route, target, call, att, result, decoder.completion_text_len)
+        end = await relay_stream(
+            request,
+            resp,
+            decoder,
+            self._success_headers(route, att, target, call),
+            lambda: self.closing,
+            self.clock,
+            target.name,
+        )
+        if isinstance(end, Failure):  # nothing committed: the attempt loop decides
+            return self._failed(route, target, end, att)
+        self._stream_done(route, target, call, att, end)
+        if end.cancelled:
+            raise asyncio.CancelledError  # the client left: keep the cancellation going
+        return end.response
 
     def _stream_done(
-        self,
-        route: Route,
-        target: Target,
-        call: Call,
-        att: Attempt,
-        result: StreamResult,
-        text_len: int,
+        self, route: Route, target: Target, call: Call, att: Attempt, end: StreamEnd
     ) -> None:
         rec = att.rec
         done = self.clock()
         # A cancelled or broken stream has no final frame: count the tokens seen so far.
-        u = result.usage or estimated_usage(call, text_len)
+        u = end.usage or estimated_usage(call, end.text_len)
         rec.answered_by_upstream = True
         rec.usage = u
-        rec.ttft = result.first_event_at - rec.started
-        rec.error = result.error
-        # Ended by the client, or by our own shutdown: nothing to hold against the target.
-        gone = result.cancelled or result.error == SHUTDOWN_MESSAGE
-        if gone:
-            rec.outcome = observe.CANCELLED
+        rec.ttft = end.first_event_at - rec.started
+        rec.error = end.error
         self._timings(rec, att)
-        route.balancer.report(
-            target.state,
+        if end.cancelled or end.shutdown:
+            # Ended by the client, or by our own shutdown: nothing to hold against the
+            # target, nothing learnt about it.
+            rec.outcome = observe.CANCELLED
+            self._report(route, att, Outcome(ok=False))
+            return
+        if end.failure is not None:
+            rec.failures.append(FailedAttempt(target, end.failure, True))
+        elif end.error is not None:
+            rec.outcome = observe.GATEWAY_ERROR  # our decoder failed mid-stream
+        self._report(
+            route,
+            att,
             Outcome(
-                ok=result.error is None and not gone,
+                ok=end.error is None,
                 latency=done - att.sent_at,
-                ttft=result.first_event_at - att.sent_at,
+                ttft=end.first_event_at - att.sent_at,
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,
                 cost=rec.cost,
-                failure="midstream" if result.error is not None and not gone else None,
+                failure=end.failure,
             ),
         )
 
@@ -395,6 +423,10 @@ class Gateway:
         if route.cfg.model_name_header:
             headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
         return headers
+
+
+def _outcome_of(failure: Failure) -> Outcome:
+    return Outcome(ok=False, failure=failure.reason, status=failure.status)
 
 
 def _outcome(rec: RequestRecord) -> str:

@@ -9,10 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from aiohttp import web
-from multidict import MultiDict
 from yarl import URL
 
 from balancers import Balancer, BalancerOptions, TargetState, make_balancer
@@ -22,36 +19,9 @@ from . import errors
 from .adapters import get_adapter
 from .adapters.base import Adapter
 from .config import RouteConfig, TargetConfig
+from .failure import timeouts
 from .http1 import Origin, Timeouts
-from .upstream import timeouts
-
-# Never forwarded to an upstream (SPEC §3.5): hop-by-hop headers, Host and
-# Content-Length (recomputed), Accept-Encoding (we ask for identity).
-_NOT_FORWARDED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-type",
-        "accept-encoding",
-        "expect",
-        # The body is re-serialised plain JSON: whatever coding or digest the client's
-        # body had does not describe ours.
-        "content-encoding",
-        "content-md5",
-        "digest",
-        "content-digest",
-        "repr-digest",
-    }
-)
+from .outbound import RequestTemplate
 
 
 @dataclass(eq=False, slots=True)
@@ -59,116 +29,25 @@ class Target:
     cfg: TargetConfig
     state: TargetState
     adapter: Adapter
-    url: URL
     origin: Origin
-    drop_headers: frozenset[bytes]  # lower-cased client header names we do not forward
+    request: RequestTemplate  # the upstream request's fixed parts
     model_header: str | None  # X-Kong-LLM-Model value when the model name is fixed
-    # Request bytes computed once: `POST <path> HTTP/1.1` + Host, and the fields we
-    # always add (Content-Type, Accept-Encoding, a forced auth header).
-    request_line: bytes = b""
-    host_field: bytes = b""
-    fixed_fields: bytes = b""
-    auth_field: bytes | None = None  # an allow_override auth header, sent when absent
 
     @property
     def name(self) -> str:
         return self.cfg.name
 
-    def request_bytes(
-        self, request: web.BaseRequest, body: bytes, drop: frozenset[bytes] | None = None
-    ) -> bytes:
-        """The whole upstream request: client headers (repeated ones kept) minus the
-        ones we must not forward (SPEC §3.5), our fields, then the body."""
-        if drop is None:
-            drop = self.drop_headers
-        if request.query_string or self.cfg.auth.param_location == "query":
-            line = _request_line(self.upstream_url(request.query))
-        else:
-            line = self.request_line
-        parts = [line, self.host_field]
-        named: set[bytes] = set()
-        for name, value in request.raw_headers:
-            low = name.lower()
-            if low in drop or low.startswith(b"proxy-"):
-                if low == b"connection":
-                    # Hop-by-hop fields the client named in Connection, over all its
-                    # field lines (RFC 9110 §7.6.1).
-                    named.update(t.strip().lower() for t in value.split(b","))
-                continue
-            # aiohttp's request parser already refused CR, LF and NUL in fields.
-            parts.append(name + b": " + value + b"\r\n")
-        named -= drop
-        named.discard(b"close")
-        if named:  # rare: build again without them
-            return self.request_bytes(request, body, drop | named)
-        parts.append(self.fixed_fields)
-        if self.auth_field is not None and self.cfg.auth.header_name not in request.headers:
-            parts.append(self.auth_field)
-        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        parts.append(body)
-        return b"".join(parts)
-
-    def upstream_url(self, client_query: Any) -> URL:
-        auth = self.cfg.auth
-        query_auth = auth.param_location == "query"
-        if not client_query and not query_auth:
-            return self.url
-        # The operator's query first, then the client's (a client key replaces the
-        # operator's; repeated client keys are all kept).
-        query: MultiDict[str] = MultiDict(
-            (k, v) for k, v in self.url.query.items() if k not in client_query
-        )
-        query.extend(client_query)
-        if query_auth and (not auth.allow_override or auth.param_name not in client_query):
-            query[auth.param_name] = auth.param_value  # type: ignore[index]
-        return self.url.with_query(query)
-
-    def inject_body_auth(self, upstream_body: dict[str, Any], client_body: dict[str, Any]) -> None:
-        auth = self.cfg.auth
-        if auth.param_location != "body":
-            return
-        name = auth.param_name
-        if auth.allow_override and name in client_body:
-            upstream_body[name] = client_body[name]  # type: ignore[index]
-        else:
-            upstream_body[name] = auth.param_value  # type: ignore[index]
-
-
-def _request_line(url: URL) -> bytes:
-    return b"POST " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n"
-
-
-def _field(name: str, value: str) -> bytes:
-    # Values were checked at load (no CR/LF); UTF-8 like aiohttp sent them before.
-    return name.encode("ascii") + b": " + value.encode("utf-8") + b"\r\n"
-
 
 def _make_target(cfg: TargetConfig, index: int) -> Target:
-    drop = {name.encode() for name in _NOT_FORWARDED}
-    auth = cfg.auth
-    fixed = _field("Content-Type", "application/json") + _field("Accept-Encoding", "identity")
-    auth_field = None
-    if auth.header_name is not None:
-        line = _field(auth.header_name, auth.header_value)  # type: ignore[arg-type]
-        if auth.allow_override:
-            auth_field = line
-        else:
-            drop.add(auth.header_name.lower().encode())
-            fixed += line
     url = URL(cfg.options.upstream_url.url)
     origin = Origin(url.scheme, url.raw_host or "", url.port or 80)
     return Target(
         cfg=cfg,
         state=TargetState(index=index, name=cfg.name, weight=cfg.weight),
         adapter=get_adapter(cfg.options.llama2_format),
-        url=url,
         origin=origin,
-        drop_headers=frozenset(drop),
+        request=RequestTemplate(url, origin, cfg.auth),
         model_header=f"llama2/{cfg.model.name}" if cfg.model.name else None,
-        request_line=_request_line(url),
-        host_field=origin.host_field(),
-        fixed_fields=fixed,
-        auth_field=auth_field,
     )
 
 
@@ -179,7 +58,7 @@ class Route:
     balancer: Balancer
     timeout: Timeouts
     secrets: tuple[str, ...]
-    # Model-based candidate sets (SPEC §3.3), as balancer states.
+    # Model-based candidate sets, as balancer states.
     by_alias: dict[str, list[TargetState]] = field(default_factory=dict)
     by_name: dict[str, list[TargetState]] = field(default_factory=dict)
     unnamed: list[TargetState] = field(default_factory=list)
@@ -191,7 +70,7 @@ class Route:
     def name(self) -> str:
         return self.cfg.name
 
-    def candidates(self, model: Any) -> list[TargetState]:
+    def candidates(self, model: object) -> list[TargetState]:
         """Targets allowed for the client's `model` value; raises GatewayError(400)."""
         if model is None or model == "":
             if self.default_needs_client_model:

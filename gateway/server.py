@@ -1,4 +1,4 @@
-"""The two listeners and the process lifecycle (SPEC §2).
+"""The two listeners and the process lifecycle.
 
 Proxy listener: every route path → the shared `Gateway` handler. Status listener:
 /healthz, /readyz (and later /metrics, /status). Shutdown drains: readiness goes 503,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 
@@ -20,12 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import errors
 from .accesslog import AccessLog
 from .config import Config
-from .errors import error_response
+from .health import build_health_checker
 from .http1 import Pool
 from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
-from .probes import build_health_checker
+from .replies import error_response
 from .routing import Router, build_route
 from .status import status_document
 
@@ -90,7 +91,9 @@ class GatewayServer:
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        doc = status_document(self.router.routes, self.clock, self.ready, self.draining)
+        doc = status_document(
+            self.router.routes, self.clock, self.ready, self.draining, health=self.health
+        )
         return web.Response(body=dumps(doc), content_type=_JSON)
 
     # ------------------------------------------------------------------ lifecycle
@@ -172,9 +175,11 @@ class GatewayServer:
 
 
 def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp exposes no public accessor for the bound socket
-    assert server is not None
-    return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    # aiohttp exposes no public accessor for the bound socket; asyncio's and uvloop's
+    # servers both have `sockets`, the abstract base does not declare it.
+    sockets: list[socket.socket] = getattr(site._server, "sockets", None) or []
+    assert sockets, "site not started"
+    return int(sockets[0].getsockname()[1])
 
 
 async def run_until_signalled(

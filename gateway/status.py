@@ -1,23 +1,44 @@
-"""`GET /status`: what each route and target is doing, for humans and scripts (SPEC §2).
+"""`GET /status`: what each route and target is doing, for humans and scripts.
 
-Built from config and balancer state at request time. Never includes auth values or
-URL queries (which may carry keys): upstreams are shown as scheme://host:port/path.
+Built from config, balancer and health-checker state at request time. Never includes
+auth values or URL queries (which may carry keys): upstreams are shown as
+scheme://host:port/path, a probed URL with its query values masked.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .routing import Route
+if TYPE_CHECKING:
+    from .health import HealthChecker
+    from .routing import Route, Target
 
 
 def _iso(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
-def target_status(route: Route, target: Any, now: float) -> dict[str, Any]:
+def probe_status(health: HealthChecker | None, target: Target) -> dict[str, Any] | None:
+    """The active probe behind a target's `healthy`, or None when health checks are off
+    for its route."""
+    snap = health.prober_of(target.state) if health is not None else None
+    if snap is None:
+        return None
+    last = snap["last_probe"]
+    return {
+        "url": snap["url"],
+        "last_status": snap["last_status"],
+        "last_error": snap["last_error"],
+        "last_probe": _iso(last) if last is not None else None,
+        "probes": snap["probes"],
+    }
+
+
+def target_status(
+    route: Route, target: Target, now: float, health: HealthChecker | None = None
+) -> dict[str, Any]:
     s = target.state
     url = target.cfg.options.upstream_url
     return {
@@ -32,6 +53,7 @@ def target_status(route: Route, target: Any, now: float) -> dict[str, Any]:
             "breaker": s.breaker_state(now),
             "available": s.available(now),
             "last_change": _iso(s.last_change),
+            "probe": probe_status(health, target),
         },
         "in_flight": s.in_flight,
         "score": route.balancer.score(s, now),
@@ -41,7 +63,11 @@ def target_status(route: Route, target: Any, now: float) -> dict[str, Any]:
 
 
 def status_document(
-    routes: Sequence[Route], clock: Callable[[], float], ready: bool, draining: bool
+    routes: Sequence[Route],
+    clock: Callable[[], float],
+    ready: bool,
+    draining: bool,
+    health: HealthChecker | None = None,
 ) -> dict[str, Any]:
     now = clock()
     return {
@@ -53,7 +79,7 @@ def status_document(
                 "paths": list(r.cfg.paths),
                 "route_type": r.cfg.route_type,
                 "algorithm": r.cfg.balancer.algorithm,
-                "targets": [target_status(r, t, now) for t in r.targets],
+                "targets": [target_status(r, t, now, health) for t in r.targets],
             }
             for r in routes
         ],

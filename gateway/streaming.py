@@ -1,8 +1,10 @@
-"""Relay one upstream stream to the client as OpenAI SSE (SPEC §5).
+"""Relay one upstream stream to the client as OpenAI SSE.
 
-Until the first client event exists nothing is committed, so a failure there is a
-`StreamFailure` the attempt loop may fail over; after it, failures end the stream with
-one error event. Each event is written (and so flushed) as soon as the decoder makes it.
+Until the first client event exists nothing is committed, so a failure there is
+returned as a `Failure` the attempt loop may fail over; after it, failures end the
+stream with one error event. Each event is written (and so flushed) as soon as the
+decoder makes it. The relay returns what happened (`StreamEnd`); it never reports to
+the balancer or the request record itself.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from balancers import Reason
+
 from .adapters.base import StreamDecoder, Usage
+from .errors import SHUTDOWN, UNREADABLE_FRAME, error_event
+from .failure import Failure, classify
+from .framing import FrameTooLarge
 from .http1 import Response, UpstreamError
-from .jsonutil import dumps
-from .upstream import Failure, classify
 
 log = logging.getLogger("llama_gateway")
 
@@ -26,34 +31,31 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # tells nginx-style proxies in front of us not to buffer
 }
-SHUTDOWN_MESSAGE = "gateway is shutting down"
+# Decoder bugs: our fault, never the upstream's (see `_decoder_bug`).
+_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
 
-class StreamFailure(Exception):
-    """The stream failed before anything reached the client (may fail over)."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.detail)
-        self.failure = failure
+class AdapterBug(Exception):
+    """An adapter raised something it never should: our bug, not the upstream's."""
 
 
-@dataclass(slots=True)
-class StreamResult:
-    """Filled in by `relay_stream`; the caller owns it so it is readable even when the
-    relay ends by cancellation (client disconnect)."""
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """How a committed stream ended."""
 
-    response: web.StreamResponse | None = None
-    usage: Usage | None = None
-    error: str | None = None  # set when the stream ended with an error event
-    first_event_at: float = 0.0
-    cancelled: bool = False  # the client went away
-
-
-def error_event(message: str) -> bytes:
-    return b"data: " + dumps({"error": {"message": message}}) + b"\n\n"
+    response: web.StreamResponse
+    first_event_at: float
+    usage: Usage | None  # None when the final frame never came
+    text_len: int  # characters of generated text relayed (for estimates)
+    error: str | None = None  # the error event's text, when the stream ended with one
+    failure: Reason | None = None  # set when the upstream broke the stream
+    cancelled: bool = False  # the client went away (the caller re-raises cancellation)
+    shutdown: bool = False  # ended by our own shutdown
 
 
-async def _first_events(upstream: Response, decoder: StreamDecoder) -> list[bytes]:
+async def _first_events(
+    upstream: Response, decoder: StreamDecoder, target: str
+) -> list[bytes] | Failure:
     try:
         while True:
             data = await upstream.readany()
@@ -61,57 +63,63 @@ async def _first_events(upstream: Response, decoder: StreamDecoder) -> list[byte
             if events or not data:
                 break
     except UpstreamError as exc:
-        raise StreamFailure(classify(exc)) from None
-    except (ValueError, TypeError, KeyError, AttributeError):
-        log.exception("stream decoder failed")
-        raise StreamFailure(
-            Failure("invalid_header", "invalid", "unreadable upstream stream")
-        ) from None
+        return classify(exc)
+    except FrameTooLarge as exc:
+        # Like an oversized body: the upstream is not usable (502), not unreadable (500).
+        return Failure("invalid_header", Reason.INVALID, str(exc))
+    except _BUGS as exc:
+        raise AdapterBug(target) from exc
     if decoder.error is not None and len(events) <= 1:
         # An error before any token (e.g. Ollama's out-of-memory line) is a failed attempt;
         # the decoder's one error event is then all there is.
-        raise StreamFailure(Failure("error", "midstream", decoder.error))
+        return Failure("error", Reason.MIDSTREAM, decoder.error)
     return events
 
 
 async def relay_stream(
-    request: web.Request,
+    request: web.BaseRequest,
     upstream: Response,
     decoder: StreamDecoder,
     headers: dict[str, str],
     closing: Callable[[], bool],
     clock: Callable[[], float],
-    result: StreamResult,
-) -> web.StreamResponse:
+    target: str,
+) -> StreamEnd | Failure:
     """Relay until the decoder is done, the upstream fails or the client leaves.
 
     `closing()` tells a cancellation by the gateway's own shutdown (end the stream with
-    an error event) from a client disconnect (just stop).
+    an error event) from a client disconnect (just stop). Raises AdapterBug when the
+    decoder fails before anything was committed.
     """
-    events = await _first_events(upstream, decoder)
-    resp = result.response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    first = await _first_events(upstream, decoder, target)
+    if isinstance(first, Failure):
+        return first
+    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    first_at = clock()
+    error: str | None = None
+    failure: Reason | None = None
+    cancelled = shutdown = False
     try:
-        result.first_event_at = clock()
         await resp.prepare(request)
-        await resp.write(b"".join(events))
+        await resp.write(b"".join(first))
         while not decoder.done and decoder.error is None:
             try:
                 data = await upstream.readany()
-            except UpstreamError as exc:
-                failure = classify(exc)
-                decoder.error = (
-                    "upstream timed out" if failure.is_timeout else "upstream connection lost"
-                )
-                await resp.write(error_event(decoder.error))
-                break
-            try:
                 events = decoder.feed(data) if data else decoder.finish()
+            except UpstreamError as exc:
+                timed_out = classify(exc).is_timeout
+                error = "upstream timed out" if timed_out else "upstream connection lost"
+                events, failure = [error_event(error)], Reason.MIDSTREAM
+                data = b""
+            except FrameTooLarge as exc:
+                error, failure = str(exc), Reason.MIDSTREAM
+                events, data = [error_event(error)], b""
             except Exception:
-                # A frame the decoder did not expect must not break the HTTP framing
-                # of a committed stream: end it with the error event instead.
-                log.exception("stream decoder failed")
-                decoder.error = "transformation failed: unreadable upstream frame"
-                events = [error_event(decoder.error)]
+                # Our decoder's bug must not break the HTTP framing of a committed
+                # stream: end it with the error event instead; not the upstream's fault.
+                log.exception("stream decoder failed (target %s)", target)
+                error = UNREADABLE_FRAME
+                events, data = [error_event(error)], b""
             if events:
                 await resp.write(b"".join(events))
             if not data:
@@ -119,24 +127,32 @@ async def relay_stream(
         await resp.write_eof()
     except asyncio.CancelledError:
         upstream.close()
-        result.usage = decoder.usage
         if not closing():
-            result.cancelled = True
-            raise
-        # Our own shutdown ran out of drain time: tell the client, then end cleanly.
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        decoder.error = SHUTDOWN_MESSAGE
-        try:
-            await resp.write(error_event(SHUTDOWN_MESSAGE))
-            await resp.write_eof()
-        except ConnectionError:
-            pass
+            cancelled = True
+        else:
+            # Our own shutdown ran out of drain time: tell the client, then end cleanly.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            error, shutdown = SHUTDOWN, True
+            try:
+                await resp.write(error_event(SHUTDOWN))
+                await resp.write_eof()
+            except ConnectionError:
+                pass
     except ConnectionError:
         # The client went away while we wrote; stop generating upstream at once.
         upstream.close()
-        result.cancelled = True
-    result.usage = decoder.usage
-    result.error = decoder.error
-    return resp
+        cancelled = True
+    if error is None and decoder.error is not None:
+        error, failure = decoder.error, Reason.MIDSTREAM  # an in-band upstream error
+    return StreamEnd(
+        response=resp,
+        first_event_at=first_at,
+        usage=decoder.usage,
+        text_len=decoder.completion_text_len,
+        error=error,
+        failure=failure,
+        cancelled=cancelled,
+        shutdown=shutdown,
+    )

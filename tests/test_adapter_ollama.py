@@ -1,5 +1,5 @@
-"""Golden tests for the ollama adapter (SPEC §4.1, §5): exact upstream bodies, exact
-client bodies and events. Pure: no sockets."""
+"""Golden tests for the ollama adapter: exact upstream bodies, exact client bodies and
+events. Pure: no sockets."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def assert_split_invariant(c: Call, data: bytes) -> list[bytes]:
     return split_invariant(ADAPTER, c, opts(), data)
 
 
-# ------------------------------------------------------------------ fixtures (SPEC §8 shapes)
+# ------------------------------------------------------------------ fixtures (Ollama's shapes)
 
 TS = "2024-01-15T08:13:38.876196Z"
 
@@ -99,7 +99,7 @@ MATH_MESSAGES = [
 ]
 
 
-# ------------------------------------------------------------------ tuning (SPEC §3.4)
+# ------------------------------------------------------------------ tuning
 
 
 def test_tuning_kong_case_config_wins() -> None:

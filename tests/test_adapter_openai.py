@@ -1,5 +1,5 @@
-"""Golden tests for the openai adapter (SPEC §4.3, §5): the request is the client's with
-our tuning and model; answers and stream events pass through byte for byte."""
+"""Golden tests for the openai adapter: the request is the client's with our tuning and
+model; answers and stream events pass through byte for byte."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Golden tests for the raw adapter (SPEC §4.2, §5): prompt templates byte for byte, hf
-and llama.cpp request bodies, every accepted response shape, both stream dialects."""
+"""Golden tests for the raw adapter: prompt templates byte for byte, hf and llama.cpp
+request bodies, every accepted response shape, both stream dialects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""consistent-hashing: a weighted ring of `slots` points, stable keys (SPEC §6.1)."""
+"""consistent-hashing: a weighted ring of `slots` points, stable keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""least-connections: lowest (in_flight + 1) / weight, ties round-robin (SPEC §6.1)."""
+"""least-connections: lowest (in_flight + 1) / weight, ties round-robin."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections import Counter
 
 from balancer_kit import FakeClock, names, states
 
-from balancers import PickContext, make_balancer
+from balancers import Outcome, PickContext, make_balancer
 
 
 def test_ties_alternate() -> None:
@@ -24,6 +24,7 @@ def test_stuck_target_gets_no_new_picks() -> None:
         s = bal.pick(ts, PickContext())
         assert s is not None
         picks.append(s.name)
+        bal.report(s, Outcome(ok=True, latency=0.1))
     assert Counter(picks) == {"t1": 20, "t2": 20}
 
 
@@ -32,10 +33,9 @@ def test_in_flight_fills_the_idle_ones_first() -> None:
     ts[0].in_flight = 3
     bal = make_balancer("least-connections", ts, FakeClock())
     picks = []
-    for _ in range(6):  # concurrent: each pick stays in flight (the pipeline's += 1)
+    for _ in range(6):  # concurrent: each pick stays in flight until reported
         s = bal.pick(ts, PickContext())
         assert s is not None
-        s.in_flight += 1
         picks.append(s.name)
     assert Counter(picks[:6]) == {"t1": 3, "t2": 3}
     assert [s.in_flight for s in ts] == [3, 3, 3]
@@ -47,7 +47,6 @@ def test_weight_scales_connections() -> None:
     for _ in range(8):
         s = bal.pick(ts, PickContext())
         assert s is not None
-        s.in_flight += 1
     assert [s.in_flight for s in ts] == [6, 2]
 
 

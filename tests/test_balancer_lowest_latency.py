@@ -1,4 +1,4 @@
-"""lowest-latency: EWMA ÷ weight, exploration first, a small probing share (SPEC §6.1)."""
+"""lowest-latency: EWMA ÷ weight, exploration first, a small probing share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from balancer_kit import FakeClock, names, states
 
-from balancers import BalancerOptions, Outcome, PickContext, make_balancer
+from balancers import BalancerOptions, Outcome, PickContext, Reason, make_balancer
 
 
 def served(latency_per_token: float, tokens: int = 10) -> Outcome:
@@ -112,15 +112,15 @@ def test_failures_never_feed_fast_numbers() -> None:
     clock, ts = FakeClock(), states(1, 1)
     bal = make_balancer("lowest-latency", ts, clock, BalancerOptions(probe_share=0.0))
     bal.report(ts[0], served(1.0))
-    bal.report(ts[0], Outcome(ok=False, latency=0.001, failure="connect"))
+    bal.report(ts[0], Outcome(ok=False, latency=0.001, failure=Reason.CONNECT))
     assert ts[0].ewma == 2.0 and ts[0].samples == 1, "a refused connection is not fast"
     # An unsampled target that fails is not explored first on every request.
-    bal.report(ts[1], Outcome(ok=False, failure="reset"))
+    bal.report(ts[1], Outcome(ok=False, failure=Reason.RESET))
     assert ts[1].ewma == math.inf
     assert set(names(bal, ts, 5)) == {"t0"}
     bal.report(ts[1], served(0.5))
     assert ts[1].ewma == 0.5, "its first success sets the EWMA"
     # A client error or a client that went away says nothing about the target.
-    bal.report(ts[1], Outcome(ok=False, failure="status", status=400))
+    bal.report(ts[1], Outcome(ok=False, failure=Reason.STATUS, status=400))
     bal.report(ts[1], Outcome(ok=False))
     assert ts[1].ewma == 0.5

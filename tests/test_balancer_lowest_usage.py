@@ -1,4 +1,4 @@
-"""lowest-usage: decayed usage ÷ weight, 60 s half-life, ties round-robin (SPEC §6.1)."""
+"""lowest-usage: decayed usage ÷ weight, 60 s half-life, ties round-robin."""
 
 from __future__ import annotations
 

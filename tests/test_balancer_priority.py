@@ -1,4 +1,4 @@
-"""priority: equal weights form a group, highest group first, round-robin inside (SPEC §6.1)."""
+"""priority: equal weights form a group, highest group first, round-robin inside."""
 
 from __future__ import annotations
 

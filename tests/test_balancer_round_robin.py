@@ -1,4 +1,4 @@
-"""Smooth weighted round-robin behind the balancer interface (SPEC §6.1)."""
+"""Smooth weighted round-robin behind the balancer interface."""
 
 from __future__ import annotations
 

@@ -18,6 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# Half the suite's wall time: CI runs it, a developer's quick run skips it
+# (`pytest -m "not bench"`).
+pytestmark = pytest.mark.bench
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "bench" / "run.py"
 

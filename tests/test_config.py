@@ -1,4 +1,4 @@
-"""Config parsing and validation (SPEC §1): typed result, defaults, key-path errors."""
+"""Config parsing and validation: typed result, defaults, key-path errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Drain deadline (SPEC §2): what in-flight requests get when drain time runs out."""
+"""Drain deadline: what in-flight requests get when drain time runs out."""
 
 from __future__ import annotations
 

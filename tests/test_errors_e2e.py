@@ -1,4 +1,4 @@
-"""SPEC §3.1/§3.2 error answers, each text exact, over real sockets."""
+"""Gateway-made and passed-through error answers, each text exact, over real sockets."""
 
 from __future__ import annotations
 
@@ -525,3 +525,75 @@ async def test_model_with_control_characters_is_refused(upstream, gateway, http)
         "model parameter not found in request, nor in gateway configuration",
     )
     assert up.generation_requests() == []
+
+
+async def test_adapter_bug_is_logged_and_not_held_against_the_target(
+    upstream, gateway, http, monkeypatch, caplog
+) -> None:
+    """An exception an adapter must never raise is our bug: the client gets the same
+    500 as for an unreadable answer, the log names the target, the metrics count a
+    gateway error, and the target's failures and breaker are untouched."""
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat"), balancer={"max_fails": 1}))
+    t = gw.router.routes[0].targets[0]
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("message")
+
+    monkeypatch.setattr(t.adapter, "parse", boom)
+    with caplog.at_level("ERROR", logger="llama_gateway"):
+        status, data, _ = await post(http, url(gw), {"messages": CHAT})
+    assert (status, msg(data)) == (
+        500,
+        "transformation failed from type llama2://llm/v1/chat: unexpected response shape",
+    )
+    assert any(t.name in r.getMessage() and r.exc_info for r in caplog.records)
+    assert t.state.failures == 0 and t.state.requests == 1 and t.state.in_flight == 0
+    assert t.state.breaker == "closed"
+    text = await (await http.get(f"http://127.0.0.1:{gw.status_port}/metrics")).text()
+    assert 'outcome="gateway_error",status_class="5xx"} 1.0' in text
+    assert not [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("llama_gateway_upstream_errors_total{") and not ln.endswith(" 0.0")
+    ]
+
+
+async def test_stream_decoder_bug_before_the_first_event(
+    upstream, gateway, http, monkeypatch, caplog
+) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    t = gw.router.routes[0].targets[0]
+    real = t.adapter.decoder
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        d = real(*args, **kwargs)
+
+        def feed(data: bytes) -> list[bytes]:
+            raise TypeError("bug")
+
+        d.feed = feed  # type: ignore[method-assign]
+        return d
+
+    monkeypatch.setattr(t.adapter, "decoder", broken)
+    with caplog.at_level("ERROR", logger="llama_gateway"):
+        status, data, _ = await post(http, url(gw), {"messages": CHAT, "stream": True})
+    assert status == 500 and msg(data).startswith("transformation failed")
+    assert any(t.name in r.getMessage() for r in caplog.records)
+    assert t.state.failures == 0 and t.state.in_flight == 0
+
+
+async def test_a_501_counts_everywhere_like_a_500(upstream, gateway, http) -> None:
+    """One rule for a target failure: /status, the breaker and the error metric agree."""
+    up = await upstream("ollama", behaviour=Behaviour(status=501))
+    gw = await gateway(route(target(up, "/api/chat"), balancer={"max_fails": 1}))
+    status, _, _ = await post(http, url(gw), {"messages": CHAT})
+    assert status == 501  # passed through
+    t = gw.router.routes[0].targets[0]
+    assert t.state.failures == 1 and t.state.breaker == "open"
+    text = await (await http.get(f"http://127.0.0.1:{gw.status_port}/metrics")).text()
+    assert (
+        f'llama_gateway_upstream_errors_total{{route="r",target="{t.name}",reason="status"}} 1.0'
+        in text
+    )

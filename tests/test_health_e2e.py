@@ -1,5 +1,5 @@
-"""Active health checks through the gateway (SPEC §6.4): bad targets are kept out before
-a client request hits them, and come back after enough good probes."""
+"""Active health checks through the gateway: bad targets are kept out before a client
+request hits them, come back after enough good probes, and show in /status."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 from helpers import route, target, url
 
-from gateway.probes import probe_path, probe_spec
+from gateway.health import probe_path, probe_spec
+from gateway.jsonutil import loads
 from gateway.sim import Behaviour
 
 CHAT = [{"role": "user", "content": "hi"}]
@@ -119,3 +120,47 @@ async def test_health_checks_stop_with_the_server(upstream, gateway) -> None:
     await asyncio.sleep(0.3)  # several probe intervals: none may arrive after stop
     assert len(up.received) == seen
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("health-probe")]
+
+
+async def test_status_shows_each_targets_probe(upstream, gateway, http) -> None:
+    loading = await upstream("llamacpp", behaviour=Behaviour(loading=True))
+    keyed = await upstream("openai", api_key="k-status-123")
+    raw = {"raw_flavor": "llamacpp", "max_tokens": 2}
+    probed = route(
+        target(loading, "/completion", fmt="raw", options=raw),
+        target(
+            keyed,
+            "/v1/chat/completions",
+            fmt="openai",
+            name="other",
+            auth={"header_name": "Authorization", "header_value": "Bearer k-status-123"},
+        ),
+    )
+    unprobed = route(target(keyed, "/v1/chat/completions", fmt="openai"), path="/off", name="off")
+    gw = await gateway(with_health(probed), unprobed)
+    checker = gw.health
+    assert checker is not None
+    await eventually(lambda: all(s["probes"] >= 2 for s in checker.snapshot()))
+    async with http.get(f"http://127.0.0.1:{gw.status_port}/status") as r:
+        text = await r.text()
+    assert "k-status-123" not in text
+    doc = loads(text)
+    down, up = (t["health"] for t in doc["routes"][0]["targets"])
+    assert down["active"] == "unhealthy" and set(down) >= {"breaker", "available", "last_change"}
+    assert down["probe"]["url"] == loading.url("/health")
+    assert down["probe"]["last_status"] == 503 and down["probe"]["last_error"] == "status"
+    assert up["probe"]["url"] == keyed.url("/v1/models") and up["active"] == "healthy"
+    assert up["probe"]["last_status"] == 200 and up["probe"]["last_error"] is None
+    for probe in (down["probe"], up["probe"]):
+        assert probe["probes"] >= 2 and probe["last_probe"].endswith("Z")
+        assert set(probe) == {"url", "last_status", "last_error", "last_probe", "probes"}
+    assert doc["routes"][1]["targets"][0]["health"]["probe"] is None  # checks off there
+
+
+async def test_probes_stay_out_of_the_proxy_pool(upstream, gateway, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(with_health(route(target(up, "/api/chat"))))
+    await eventually(lambda: len(up.received) >= 3)
+    assert gw.gateway is not None and gw.gateway.pool.stats() == []
+    async with http.get(f"http://127.0.0.1:{gw.status_port}/metrics") as r:
+        assert f'upstream="http://127.0.0.1:{up.port}"' not in await r.text()

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gateway.http1 import (
+    BodyTooLarge,
     ConnectFailed,
     ConnectTimeout,
     Disconnected,
@@ -242,7 +243,7 @@ async def never_answer(peer: Peer) -> None:
 async def exchange(pool: Pool, origin: Origin, timeouts: Timeouts = TIMEOUTS) -> bytes:
     """One request whose body is read whole and released."""
     resp = await within(pool.request(origin, REQ, timeouts))
-    body = await within(resp.read())
+    body: bytes = await within(resp.read())
     resp.release()
     return body
 
@@ -271,12 +272,10 @@ async def test_keepalive_reuses_one_connection(serve: ServerFactory, pool: Pool)
     [
         ok(extra=b"Connection: close\r\n"),
         b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        # Both framings: chunked wins, and such a connection is never reused.
-        CHUNKED_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\n")
-        + chunk(b"ok")
-        + b"0\r\n\r\n",
+        # A 204 announcing a body: what follows could be read as the next answer.
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n",
     ],
-    ids=["connection-close", "http10", "te-and-cl"],
+    ids=["connection-close", "http10", "204-with-length"],
 )
 async def test_not_reusable_response_closes_connection(
     serve: ServerFactory, pool: Pool, response: bytes
@@ -289,9 +288,10 @@ async def test_not_reusable_response_closes_connection(
             await peer.send(response)
 
     server = await serve(script)
-    assert await exchange(pool, server.origin()) == b"ok"
+    body = b"" if b" 204 " in response else b"ok"
+    assert await exchange(pool, server.origin()) == body
     await within(server.peers[0].eof.wait())
-    assert await exchange(pool, server.origin()) == b"ok"
+    assert await exchange(pool, server.origin()) == body
     assert server.accepted == 2
 
 
@@ -548,6 +548,89 @@ async def test_readany_takes_resume_reading(serve: ServerFactory, pool: Pool) ->
     assert server.accepted == 1
 
 
+# ------------------------------------------------------------------ body limit
+
+
+def limited_script(first: bytes) -> Script:
+    """Answer with `first`, then hold the connection open until the client closes it."""
+
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(first)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        # Announced: 1000 bytes, of which only 10 ever come; no wait for the rest.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789",
+        # Chunked, growing past the limit; the terminator never comes.
+        CHUNKED_HEAD + chunk(b"a" * 200) + chunk(b"b" * 200),
+        # Chunked, over the limit and complete in the same read.
+        CHUNKED_HEAD + chunk(b"a" * 200) + chunk(b"b" * 200) + b"0\r\n\r\n",
+        # Until close, growing past the limit; the server never closes.
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"c" * 400,
+    ],
+    ids=["content-length", "chunked", "chunked-complete", "until-close"],
+)
+async def test_body_over_the_limit(serve: ServerFactory, pool: Pool, first: bytes) -> None:
+    """read(limit) of a body longer than `limit`: BodyTooLarge (an InvalidResponse) at
+    once, the bytes read so far are dropped, the connection is closed (the server sees
+    EOF) and never pooled."""
+    server = await serve(limited_script(first))
+    resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
+    conn = resp._conn
+    assert conn is not None
+    with pytest.raises(BodyTooLarge) as caught:
+        await within(resp.read(300))
+    assert isinstance(caught.value, InvalidResponse)
+    assert str(caught.value) == "response body too large"
+    assert (conn.chunks, conn.buffered) == ([], 0)
+    with pytest.raises(BodyTooLarge):  # the response stays failed
+        await within(resp.read(300))
+    resp.release()
+    await within(server.peers[0].eof.wait())
+    await within(eventually(lambda: not pool._busy))
+    assert not pool._idle.get(server.origin())
+
+
+async def test_body_over_the_limit_after_readany(serve: ServerFactory, pool: Pool) -> None:
+    """Bytes already buffered past the limit when read(limit) starts count too."""
+    server = await serve(limited_script(b"HTTP/1.1 200 OK\r\n\r\n" + b"c" * 400))
+    resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
+    conn = resp._conn
+    assert conn is not None
+    await within(eventually(lambda: conn.buffered == 400))
+    with pytest.raises(BodyTooLarge):
+        await within(resp.read(300))
+    assert (conn.chunks, conn.buffered) == ([], 0)
+    resp.release()
+    await within(server.peers[0].eof.wait())
+
+
+@pytest.mark.parametrize("limit", [None, 0, 300], ids=["none", "zero", "exact"])
+async def test_body_within_the_limit(serve: ServerFactory, pool: Pool, limit: int | None) -> None:
+    """A body of exactly `limit` bytes (chunked, then with Content-Length), or any body
+    without a limit (None or 0), is read whole; the connection is reused."""
+    body = b"x" * 300
+
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(CHUNKED_HEAD + chunk(body[:100]) + chunk(body[100:]) + b"0\r\n\r\n")
+        await peer.read_request()
+        await peer.send(ok(body))
+
+    server = await serve(script)
+    for _ in range(2):
+        resp = await within(pool.request(server.origin(), REQ, TIMEOUTS))
+        assert await within(resp.read(limit)) == body
+        resp.release()
+    assert server.accepted == 1
+    assert len(pool._idle[server.origin()]) == 1
+
+
 # ------------------------------------------------------------------ timeouts
 
 
@@ -772,6 +855,74 @@ async def test_silent_first_address_does_not_cost_the_connect_timeout(
     assert server.accepted == 1
 
 
+async def test_every_address_refused(
+    pool: Pool, refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two addresses, both refused (127.0.0.1 and 127.0.0.2, bound and not listening):
+    one ConnectFailed after both were tried, naming neither."""
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))
+    other_port = other.getsockname()[1]
+
+    async def getaddrinfo(host: str, p: int, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", refused_port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", other_port)),
+        ]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    try:
+        with pytest.raises(ConnectFailed) as caught:
+            await within(pool.request(Origin("http", "upstream.test", 80), REQ, TIMEOUTS))
+    finally:
+        other.close()
+    assert str(caught.value) == "connection refused or unreachable"
+    assert not pool._busy
+
+
+async def test_ipv6_literal_origin(pool: Pool) -> None:
+    """An IPv6 literal origin ([::1]) is connected to without name resolution."""
+    accepted: list[bool] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(True)
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(ok())
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(handle, "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        origin = Origin("http", "::1", server.sockets[0].getsockname()[1])
+        assert await exchange(pool, origin) == b"ok"
+        assert accepted == [True] and not pool._dns
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tls_handshake_failure(serve: ServerFactory, pool: Pool) -> None:
+    """An https origin whose server does not speak TLS: ConnectFailed("TLS handshake
+    failed"), nothing pooled, no request bytes sent in clear beyond the ClientHello."""
+
+    async def script(peer: Peer) -> None:
+        await peer.reader.read(1)  # the ClientHello has begun
+        await peer.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    server = await serve(script)
+    with pytest.raises(ConnectFailed) as caught:
+        await within(pool.request(Origin("https", "127.0.0.1", server.port), REQ, TIMEOUTS))
+    assert str(caught.value) == "TLS handshake failed"
+    assert not pool._busy and not pool._idle
+    assert server.requests == []
+
+
 async def test_gateway_closing_an_exchange_is_not_the_upstream_ending_it(
     serve: ServerFactory,
 ) -> None:
@@ -916,6 +1067,26 @@ async def test_invalid_status_line(serve: ServerFactory, pool: Pool) -> None:
     async def script(peer: Peer) -> None:
         await peer.read_request()
         await peer.send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    server = await serve(script)
+    with pytest.raises(InvalidResponse):
+        await within(pool.request(server.origin(), REQ, TIMEOUTS))
+    await within(server.peers[0].eof.wait())
+    await within(eventually(lambda: not pool._busy))
+    assert not pool._idle.get(server.origin())
+
+
+async def test_both_framings_is_invalid(serve: ServerFactory, pool: Pool) -> None:
+    """Transfer-Encoding and Content-Length together (a request-smuggling sign): llhttp
+    refuses the head, so request() raises InvalidResponse and the connection is closed."""
+
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunk(b"ok")
+            + b"0\r\n\r\n"
+        )
 
     server = await serve(script)
     with pytest.raises(InvalidResponse):

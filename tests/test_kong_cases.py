@@ -4,7 +4,7 @@ Each test names the Kong spec case it mirrors (Kong/kong, `spec/03-plugins/...`)
 mock upstreams answer from fixture files; here the simulated upstreams of gateway.sim
 stand in, set to return the same fixture bodies where a case depends on them. The
 Kong configs are kept (model names, options, auth); Kong sends these requests with GET
-and a JSON body, and so do we (any method with a JSON body is proxied, SPEC §2).
+and a JSON body, and so do we (any method with a JSON body is proxied).
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ async def test_one_shot_401_passed_through(upstream, gateway, http) -> None:
 async def test_default_config_merge(upstream, gateway, http) -> None:
     """01-unit_spec "produces a correct default config merge": request {max_tokens 256,
     temperature 0.1, top_p 0.2, two extra params} + options {max_tokens 1024, top_p 0.5}
-    → {max_tokens 1024, temperature 0.1, top_p 0.5, extras untouched} (SPEC §3.4: the
+    → {max_tokens 1024, temperature 0.1, top_p 0.5, extras untouched} (the
     configured value wins)."""
     up = await upstream("openai", models=["llama2"])
     t = target(up, "/v1/chat/completions", fmt="openai", options={"max_tokens": 1024, "top_p": 0.5})

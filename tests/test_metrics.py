@@ -1,4 +1,4 @@
-"""/metrics after known traffic through fake upstreams: exact counter values (SPEC §7)."""
+"""/metrics after known traffic through fake upstreams: exact counter values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CLI as a real process: serve, graceful drain on SIGTERM/SIGINT, the demo (SPEC §2)."""
+"""The CLI as a real process: serve, graceful drain on SIGTERM/SIGINT, the demo."""
 
 from __future__ import annotations
 

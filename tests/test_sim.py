@@ -1,4 +1,4 @@
-"""The simulated upstreams speak their real servers' wire formats (SPEC §8) over real
+"""The simulated upstreams speak their real servers' wire formats over real
 sockets, and their fault knobs do what the rest of the suite relies on."""
 
 from __future__ import annotations

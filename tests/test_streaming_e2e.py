@@ -1,4 +1,4 @@
-"""SPEC §5 streaming through the gateway, for every upstream framing (real sockets)."""
+"""Streaming through the gateway, for every upstream framing (real sockets)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Adapters: one per `llama2_format` (SPEC §4). Pure request/response translation."""
+"""Adapters: one per `llama2_format`. Pure request/response translation."""
 
 from __future__ import annotations
 

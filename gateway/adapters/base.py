@@ -1,4 +1,4 @@
-"""What every `llama2_format` adapter provides (SPEC §4, §5).
+"""What every `llama2_format` adapter provides.
 
 Adapters are pure: dicts/bytes in, dicts/bytes out, no I/O, no aiohttp. The pipeline
 owns the order of things; an adapter only knows its dialect.
@@ -29,7 +29,7 @@ class Call:
 
     route_type: str  # config.CHAT | config.COMPLETIONS
     body: dict[str, Any]  # the client's JSON object; adapters never mutate it
-    model: str | None  # effective model name (SPEC §3.3)
+    model: str | None  # the target's model.name, else the client's `model`
     stream: bool  # the upstream streams and the client gets SSE
     include_usage: bool  # client sent stream_options.include_usage: true
     id: str  # response id: "chatcmpl-…" (chat) / "cmpl-…" (completions)
@@ -60,6 +60,8 @@ class StreamDecoder(ABC):
     `finish_reason`), the usage chunk (if `include_usage`) and `data: [DONE]\\n\\n`.
     An in-band upstream error frame sets `error` and yields one
     `data: {"error":{"message":…}}\\n\\n` event (and no [DONE]); feed after that returns [].
+    An upstream frame past the size limit raises `framing.FrameTooLarge` out of `feed`:
+    the rest of the stream cannot be read, and how to end it is the caller's to decide.
     """
 
     def __init__(self) -> None:

@@ -1,6 +1,6 @@
-"""Helpers the adapters share: tuning (SPEC §3.4), message text, OpenAI response and
-chunk shapes, token estimates, and the decoder bases: the frame loop every dialect
-shares, and the chunk order for the dialects we translate (§5).
+"""Helpers the adapters share: tuning, message text, OpenAI response and chunk shapes,
+token estimates, and the decoder bases: the frame loop every dialect shares, and the
+chunk order for the dialects we translate.
 
 Streaming is the hot path: a `ChunkWriter` serialises the parts of a chunk that never
 change (id, object, created, model) once per stream, so each relayed token costs one
@@ -13,6 +13,8 @@ from abc import abstractmethod
 from typing import Any
 
 from ..config import CHAT, ModelOptions
+from ..errors import error_event
+from ..framing import FrameTooLarge, Splitter
 from ..jsonutil import dumps
 from .base import Call, StreamDecoder, TransformError, Usage
 
@@ -22,8 +24,8 @@ TUNING_KEYS = ("max_tokens", "temperature", "top_p", "top_k")
 
 
 def tuning(body: dict[str, Any], opts: ModelOptions) -> dict[str, Any]:
-    """SPEC §3.4: the configured value wins when set, else the request's; only set keys
-    (a client `null` counts as unset), in the order max_tokens, temperature, top_p, top_k."""
+    """The configured value wins when set, else the request's; only set keys (a client
+    `null` counts as unset), in the order max_tokens, temperature, top_p, top_k."""
     out: dict[str, Any] = {}
     for key in TUNING_KEYS:
         value = getattr(opts, key)
@@ -130,10 +132,6 @@ def sse(obj: Any) -> bytes:
     return b"data: " + dumps(obj) + b"\n\n"
 
 
-def error_event(message: str) -> bytes:
-    return b'data: {"error":{"message":' + dumps(message) + b"}}\n\n"
-
-
 # ------------------------------------------------------------------ non-stream bodies
 
 
@@ -229,7 +227,7 @@ class FramedDecoder(StreamDecoder):
     says what the end of the upstream means once the last frames are in. A decoder that
     has ended (`_closed`: done or failed) reads nothing more."""
 
-    def __init__(self, call: Call, splitter: Any) -> None:
+    def __init__(self, call: Call, splitter: Splitter) -> None:
         super().__init__()
         self.call = call
         self._split = splitter
@@ -247,8 +245,14 @@ class FramedDecoder(StreamDecoder):
     def feed(self, data: bytes) -> list[bytes]:
         if self._closed:
             return []
+        try:
+            frames = self._split.feed(data)
+        except FrameTooLarge:
+            # The caller ends the stream on it; nothing after it can be framed, so read no more.
+            self._closed = True
+            raise
         out: list[bytes] = []
-        for frame in self._split.feed(data):
+        for frame in frames:
             self._frame(frame, out)
             if self._closed:
                 break
@@ -275,13 +279,13 @@ class TranslatingDecoder(FramedDecoder):
     """Base of the decoders that turn a non-OpenAI stream into OpenAI chunks.
 
     Subclasses split frames (NDJSON or SSE) and call `_text`, `_delta`, `_final` and
-    `_fail` from `_frame`. This class keeps the order of §5: the first chat chunk carries
+    `_fail` from `_frame`. This class keeps OpenAI's chunk order: the first chat chunk carries
     `"role":"assistant"`; the end is the final chunk (`delta: {}` + finish_reason), the
     usage chunk when the client asked for it, then [DONE]; an error is one error event
     and nothing after it. An upstream that closes before its final frame is an error.
     """
 
-    def __init__(self, call: Call, splitter: Any) -> None:
+    def __init__(self, call: Call, splitter: Splitter) -> None:
         super().__init__(call, splitter)
         self._writer: ChunkWriter | None = None
 
@@ -336,6 +340,7 @@ def error_message(err: Any) -> str:
     """The text of an in-band error: `"…"`, `{"message": "…"}` or anything else."""
     if isinstance(err, str):
         return err
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]
+    message = err.get("message") if isinstance(err, dict) else None
+    if isinstance(message, str):
+        return message
     return dumps(err).decode()

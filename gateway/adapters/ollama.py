@@ -1,4 +1,4 @@
-"""`llama2_format: ollama` — Ollama's native `/api/chat` and `/api/generate` (SPEC §4.1, §5).
+"""`llama2_format: ollama` — Ollama's native `/api/chat` and `/api/generate`.
 
 Streams are NDJSON: one JSON object per line, no sentinel; the last line has
 `"done": true` with the counters; a line `{"error": …}` is an in-band error.

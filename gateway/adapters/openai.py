@@ -1,4 +1,4 @@
-"""`llama2_format: openai` — an OpenAI-compatible upstream (SPEC §4.3, §5).
+"""`llama2_format: openai` — an OpenAI-compatible upstream.
 
 Nothing is translated: the request is the client's with the gateway's tuning and model,
 the answer is passed through byte for byte and streams event by event. Usage for the

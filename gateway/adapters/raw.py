@@ -1,4 +1,4 @@
-"""`llama2_format: raw` — a prompt string for a text-generation server (SPEC §4.2, §5).
+"""`llama2_format: raw` — a prompt string for a text-generation server.
 
 Two flavours (`model.options.raw_flavor`): `hf` (HF Inference API / TGI, Kong's raw
 format) and `llamacpp` (llama.cpp's native `/completion`). Two chat templates
@@ -103,12 +103,12 @@ def build_prompt(call: Call, opts: ModelOptions) -> str:
             raise TransformError("messages: not a list")
         prompt = kong_prompt(messages) if kong else llama2_prompt(messages)
     else:
-        prompt = call.body.get("prompt")
-        if not isinstance(prompt, str):
+        given = call.body.get("prompt")
+        if not isinstance(given, str):
             raise TransformError("prompt: not a string")
         if not kong:
-            return prompt  # a completions prompt is the client's, as given
-        prompt = KONG_COMPLETIONS.format(prompt)
+            return given  # a completions prompt is the client's, as given
+        prompt = KONG_COMPLETIONS.format(given)
     if opts.raw_flavor == "llamacpp" and prompt.startswith("<s>"):
         prompt = prompt[3:]  # llama.cpp adds BOS itself
     return prompt
@@ -293,12 +293,10 @@ class _LlamaCppSSE(SSESplitter):
 
     __slots__ = ()
 
-    def _line(self, line: bytes, events: list[bytes]) -> None:
+    def _field(self, line: bytes) -> None:
         if line.startswith(b"error:"):
             value = line[6:].strip()
             self._data.append(b'{"error":' + (value or b'"upstream error"') + b"}")
-            return
-        SSESplitter._line(self, line, events)
 
 
 class LlamaCppDecoder(TranslatingDecoder):

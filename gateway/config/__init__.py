@@ -1,4 +1,4 @@
-"""Configuration: YAML → validated, frozen dataclasses, once at startup (SPEC §1)."""
+"""Configuration: YAML → validated, frozen dataclasses, once at startup."""
 
 from .schema import *  # noqa: F403
 from .schema import CHAT, COMPLETIONS, Config, ConfigError, RouteConfig, TargetConfig

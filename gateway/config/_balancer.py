@@ -1,4 +1,4 @@
-"""Validation of the `balancer` block (SPEC §1.3) including our `healthchecks` extension."""
+"""Validation of the `balancer` block including our `healthchecks` extension."""
 
 from __future__ import annotations
 
@@ -53,7 +53,10 @@ class BalancerChecks(Checker):
                     f"(allowed: {', '.join(FAILOVER_CRITERIA)})",
                 )
             criteria_t = tuple(dict.fromkeys(c for c in criteria if c in FAILOVER_CRITERIA))
-        ms = dict(integer=True, lo=1, hi=2**31 - 1)
+
+        def ms(key: str, default: int) -> Any:  # Kong's millisecond fields
+            return self.number(d, key, path, default, integer=True, lo=1, hi=2**31 - 1)
+
         return BalancerConfig(
             algorithm=algorithm,
             tokens_count_strategy=self.choice(
@@ -69,12 +72,12 @@ class BalancerChecks(Checker):
             hash_on_header=self.string(d, "hash_on_header", path, b.hash_on_header),
             slots=self.number(d, "slots", path, b.slots, integer=True, lo=10, hi=65536),
             retries=self.number(d, "retries", path, b.retries, integer=True, lo=0, hi=32767),
-            connect_timeout=self.number(d, "connect_timeout", path, b.connect_timeout, **ms),
-            write_timeout=self.number(d, "write_timeout", path, b.write_timeout, **ms),
-            read_timeout=self.number(d, "read_timeout", path, b.read_timeout, **ms),
+            connect_timeout=ms("connect_timeout", b.connect_timeout),
+            write_timeout=ms("write_timeout", b.write_timeout),
+            read_timeout=ms("read_timeout", b.read_timeout),
             failover_criteria=criteria_t,
             max_fails=self.number(d, "max_fails", path, b.max_fails, integer=True, lo=0, hi=32767),
-            fail_timeout=self.number(d, "fail_timeout", path, b.fail_timeout, **ms),
+            fail_timeout=ms("fail_timeout", b.fail_timeout),
             healthchecks=self.healthchecks(d, path),
         )
 

@@ -1,4 +1,4 @@
-"""Validation of one target (SPEC §1.2): route type, model and its options, auth."""
+"""Validation of one target: route type, model and its options, auth."""
 
 from __future__ import annotations
 

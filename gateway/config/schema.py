@@ -26,6 +26,7 @@ ALGORITHMS = (
     "priority",
 )
 assert frozenset(ALGORITHMS) == implemented(), "config and balancers disagree"
+MAX_RESPONSE_BODY = 8 * 1024 * 1024  # bytes; a long non-stream answer is ~100 KiB
 FAILOVER_CRITERIA = (
     "error",
     "timeout",
@@ -150,7 +151,7 @@ class HealthDirection:
 
 @dataclass(frozen=True, slots=True)
 class ActiveHealthcheck:
-    http_path: str | None = None  # None = by format (SPEC §6.4)
+    http_path: str | None = None  # None = by format
     timeout: float = 1.0
     healthy: HealthDirection = HealthDirection(interval=5, successes=2, http_statuses=(200,))
     unhealthy: HealthDirection = HealthDirection(
@@ -185,6 +186,9 @@ class RouteConfig:
     balancer: BalancerConfig = BalancerConfig()
     response_streaming: str = "allow"
     max_request_body_size: int = 1048576
+    # Our extension: the largest non-stream upstream body read (0 = no limit). An
+    # upstream that writes without end must not take the gateway's memory with it.
+    max_response_body: int = MAX_RESPONSE_BODY
     model_name_header: bool = True
 
     def secrets(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""YAML document → typed config (SPEC §1); every error names its key path."""
+"""YAML document → typed config; every error names its key path."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from ._balancer import BalancerChecks
 from ._target import TargetChecks
 from .schema import (
+    MAX_RESPONSE_BODY,
     BalancerConfig,
     Config,
     ConfigError,
@@ -63,6 +64,7 @@ _SINGLE_TARGET_KEYS = {
     "logging",
     "response_streaming",
     "max_request_body_size",
+    "max_response_body",
     "model_name_header",
 }
 
@@ -148,6 +150,7 @@ class _Validator(BalancerChecks, TargetChecks):
                     "balancer",
                     "response_streaming",
                     "max_request_body_size",
+                    "max_response_body",
                     "model_name_header",
                 },
                 _KONG_DEFAULTS_PLUGIN,
@@ -166,6 +169,9 @@ class _Validator(BalancerChecks, TargetChecks):
             c, "response_streaming", cpath, ("allow", "deny", "always"), "allow"
         )
         max_body = self.number(c, "max_request_body_size", cpath, 1048576, integer=True, lo=0)
+        max_response = self.number(
+            c, "max_response_body", cpath, MAX_RESPONSE_BODY, integer=True, lo=0
+        )
         name_header = self.boolean(c, "model_name_header", cpath, True)
         if not targets or name is None or paths is None:
             return None
@@ -183,6 +189,7 @@ class _Validator(BalancerChecks, TargetChecks):
             balancer=balancer,
             response_streaming=streaming,
             max_request_body_size=max_body,
+            max_response_body=max_response,
             model_name_header=name_header,
         )
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from multidict import CIMultiDict
 
-from .errors import Disconnected, InvalidResponse, ReadTimeout, UpstreamError, WriteTimeout
+from .errors import (
+    BodyTooLarge,
+    Disconnected,
+    InvalidResponse,
+    ReadTimeout,
+    UpstreamError,
+    WriteTimeout,
+)
 from .parser import ResponseParser
 
 if TYPE_CHECKING:
@@ -34,9 +41,17 @@ class Response:
         self.reason = reason
         self.headers = headers
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body. With a `limit` (bytes; None or 0: none) a longer body raises
+        BodyTooLarge as soon as it is announced (Content-Length) or has arrived in part:
+        the connection is closed and the bytes read so far are dropped."""
         conn = self._conn
         assert conn is not None, "response already released"
+        if limit:
+            length = conn.parser.body_length
+            if (length is not None and length > limit) or conn.buffered > limit:
+                conn.too_large()
+            conn.limit = limit
         conn.unlimited = True  # the whole body is wanted: never pause the socket
         if conn.paused_reading:
             conn.resume()
@@ -44,6 +59,8 @@ class Response:
             if conn.error is not None:
                 raise conn.error
             await conn.wait()
+        if conn.error is not None:  # over the limit with the body's last bytes
+            raise conn.error
         chunks = conn.take()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -80,7 +97,7 @@ class Connection(asyncio.Protocol):
         self.pool = pool
         self.origin = origin
         self.loop = pool.loop
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # set by connection_made, before any use
         self.state = _IDLE
         self.reused = False
         self.idle_since = 0.0
@@ -91,6 +108,7 @@ class Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.unlimited = False
+        self.limit = 0  # Response.read's body limit; 0: none
         self.paused_reading = False
         self.paused_writing = False
         self.waiter: asyncio.Future[None] | None = None
@@ -100,11 +118,13 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream connection: the loop hands a Transport (uvloop's does not derive from
+        # asyncio.Transport, so no isinstance check).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.linger is not None:
-            self._linger_feed(data)
+            self._linger_feed(self.linger, data)
             return
         if self.state != _ACTIVE:
             # Bytes nobody asked for: this connection can no longer frame an answer.
@@ -119,9 +139,8 @@ class Connection(asyncio.Protocol):
             self.error = exc
             self.abort()
         else:
-            if self.buffered > HIGH_WATER and not self.unlimited and not self.paused_reading:
-                self.paused_reading = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+            if self.buffered > HIGH_WATER or self.limit:
+                self._buffer_grew()
             drain = self.drain_waiter
             if drain is not None and self.parser.head is not None and not drain.done():
                 # Answered (e.g. 413) before taking the whole request: that answer is
@@ -157,6 +176,22 @@ class Connection(asyncio.Protocol):
             else:
                 drain.set_exception(self.error or Disconnected("upstream closed the connection"))
 
+    def _buffer_grew(self) -> None:
+        if self.limit and self.buffered > self.limit:
+            self.too_large()
+        elif self.buffered > HIGH_WATER and not self.unlimited and not self.paused_reading:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def too_large(self) -> None:
+        """The body is over Response.read's limit: drop what arrived and close now (the
+        rest would have to be read to reuse the connection)."""
+        self.chunks = []
+        self.buffered = 0
+        if self.error is None:
+            self.error = BodyTooLarge("response body too large")
+        self.abort()
+
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost settles the response
 
@@ -177,7 +212,7 @@ class Connection(asyncio.Protocol):
             raise Disconnected("upstream closed the connection before answering", self.reused)
         self.state = _ACTIVE
         self.read_timeout = read_timeout
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
         fut = self.drain_waiter = self.loop.create_future()
@@ -213,7 +248,7 @@ class Connection(asyncio.Protocol):
     def resume(self) -> None:
         self.paused_reading = False
         if self.state != _CLOSED:
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
 
     def finish(self) -> None:
         parser = self.parser
@@ -233,7 +268,7 @@ class Connection(asyncio.Protocol):
         else:
             self.abort()
 
-    def _linger_feed(self, data: bytes) -> None:
+    def _linger_feed(self, linger: asyncio.TimerHandle, data: bytes) -> None:
         self.buffered += len(data)
         try:
             self.parser.feed(data, [])
@@ -241,7 +276,7 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         if self.parser.done and self.parser.keep_alive:
-            self.linger.cancel()  # type: ignore[union-attr]
+            linger.cancel()
             self.linger = None
             self._reuse()
         elif self.parser.done or self.buffered > LINGER_BYTES:
@@ -255,6 +290,7 @@ class Connection(asyncio.Protocol):
         self.chunks = []
         self.buffered = 0
         self.unlimited = False
+        self.limit = 0
         self.pool.put(self)
 
     def abort(self) -> None:
@@ -265,8 +301,7 @@ class Connection(asyncio.Protocol):
         if self.linger is not None:
             self.linger.cancel()
             self.linger = None
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
 
 def _expire(fut: asyncio.Future[None], exc_type: type[UpstreamError]) -> None:

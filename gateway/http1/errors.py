@@ -27,12 +27,18 @@ class InvalidResponse(UpstreamError):
     """Not a well-framed HTTP/1.x response."""
 
 
+class BodyTooLarge(InvalidResponse):
+    """The body is longer than the caller's limit (`Response.read(limit)`); the
+    connection was closed at once and what had arrived dropped."""
+
+
 class Disconnected(UpstreamError):
     """The connection ended before the response did.
 
     `stale`: it was a pooled connection and not one byte of the response arrived, so
-    the upstream had closed it while idle and the request reached no server (SPEC §6.2
-    resends it once). `midway`: part of the response had arrived."""
+    the upstream had closed it while idle and the request reached no server, so it is
+    safe to send it once more on a new connection. `midway`: part of the response had
+    arrived."""
 
     def __init__(self, message: str, stale: bool = False, midway: bool = False) -> None:
         super().__init__(message)

@@ -8,13 +8,14 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+import aiohappyeyeballs
+from aiohappyeyeballs import AddrInfoType
+
 from .connection import Connection, Response
 from .errors import ConnectFailed, ConnectTimeout
 
 DNS_TTL = 60.0
 NEXT_ADDRESS_DELAY = 0.25  # Happy Eyeballs (RFC 8305 §5): start the next address after this
-
-Address = tuple[int, tuple[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class Pool:
         self._ssl = ssl_context
         self._idle: dict[Origin, list[Connection]] = {}
         self._busy: set[Connection] = set()
-        self._dns: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        self._dns: dict[tuple[str, int], tuple[float, list[AddrInfoType]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._opened: dict[Origin, int] = {}
         self.closed = False
@@ -101,7 +102,7 @@ class Pool:
         oldest = self.loop.time() - self.keepalive
         while idle:
             conn = idle.pop()
-            if conn.idle_since > oldest and not conn.transport.is_closing():  # type: ignore[union-attr]
+            if conn.idle_since > oldest and not conn.transport.is_closing():
                 return conn
             conn.abort()
         return None
@@ -136,67 +137,38 @@ class Pool:
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
         try:
             async with asyncio.timeout(timeout):
-                conn = await self._open_any(origin, await self._resolve(origin))
+                addresses = await self._resolve(origin)
+                # The first address that connects. The next one starts when the previous
+                # attempt failed or after NEXT_ADDRESS_DELAY, families interleaved (RFC
+                # 8305 §4, §5), so an address that silently drops packets (a broken IPv6
+                # route) does not cost the connect timeout. TLS runs on the winner only.
+                sock = await aiohappyeyeballs.start_connection(
+                    addresses, happy_eyeballs_delay=NEXT_ADDRESS_DELAY, loop=self.loop
+                )
+                _, conn = await self.loop.create_connection(
+                    lambda: Connection(self, origin),
+                    sock=sock,
+                    ssl=self._tls() if origin.tls else None,
+                    server_hostname=origin.host if origin.tls else None,
+                )
         except TimeoutError:
             raise ConnectTimeout("connect timeout") from None
         except ssl.SSLError:
             raise ConnectFailed("TLS handshake failed") from None
-        except OSError:
+        except (OSError, RuntimeError):  # uvloop may raise RuntimeError for a socket error
             raise ConnectFailed("connection refused or unreachable") from None
         self._opened[origin] = self._opened.get(origin, 0) + 1
         return conn
 
-    async def _open(self, origin: Origin, family: int, address: tuple[str, int]) -> Connection:
-        _, conn = await self.loop.create_connection(
-            lambda: Connection(self, origin),
-            address[0],
-            address[1],
-            family=family,
-            ssl=self._tls() if origin.tls else None,
-            server_hostname=origin.host if origin.tls else None,
-        )
-        return conn
-
-    async def _open_any(self, origin: Origin, addresses: list[Address]) -> Connection:
-        """The first address that connects. The next one starts when the previous
-        attempt failed or after NEXT_ADDRESS_DELAY (RFC 8305 §5), so an address that
-        silently drops packets (a broken IPv6 route) does not cost the connect timeout."""
-        if len(addresses) == 1:
-            return await self._open(origin, *addresses[0])
-        waiting = list(addresses)
-        pending: set[asyncio.Task[Connection]] = set()
-        error: BaseException | None = None
-        try:
-            while waiting or pending:
-                if waiting:
-                    family, address = waiting.pop(0)
-                    pending.add(asyncio.ensure_future(self._open(origin, family, address)))
-                done, pending = await asyncio.wait(
-                    pending,
-                    timeout=NEXT_ADDRESS_DELAY if waiting else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                won = [t.result() for t in done if t.exception() is None]
-                for extra in won[1:]:
-                    extra.abort()
-                if won:
-                    return won[0]
-                for task in done:
-                    error = task.exception()
-        finally:
-            for task in pending:
-                task.cancel()
-        assert error is not None
-        raise error
-
-    async def _resolve(self, origin: Origin) -> list[Address]:
+    async def _resolve(self, origin: Origin) -> list[AddrInfoType]:
         host, port = origin.host, origin.port
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             pass
         else:
-            return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, port))]
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
         now = self.loop.time()
         cached = self._dns.get((host, port))
         if cached is not None and cached[0] > now:
@@ -205,7 +177,7 @@ class Pool:
             infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             raise ConnectFailed("name resolution failed") from None
-        addresses: list[Address] = [(info[0], info[4][:2]) for info in infos]  # type: ignore[misc]
+        addresses: list[AddrInfoType] = list(infos)
         self._dns[(host, port)] = (now + DNS_TTL, addresses)
         return addresses
 

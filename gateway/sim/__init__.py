@@ -1,10 +1,10 @@
 """Simulated LLM servers (Ollama, llama.cpp, TGI, OpenAI) on real sockets.
 
 Used by `llama-gateway demo`, the test suite and the benchmark. Each kind follows its
-real server's wire format (SPEC §8): paths, bodies, stream framing, error shapes.
+real server's wire format: paths, bodies, stream framing, error shapes.
 """
 
 from gateway.sim.base import Behaviour, Received
-from gateway.sim.upstream import FakeUpstream, Kind
+from gateway.sim.server import FakeUpstream, Kind
 
 __all__ = ["Behaviour", "FakeUpstream", "Kind", "Received"]

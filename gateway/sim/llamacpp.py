@@ -95,7 +95,9 @@ def _json_type(doc: Any) -> str:
         return "boolean"
     if isinstance(doc, int | float):
         return "number"
-    return {str: "string", list: "array"}.get(type(doc), "object")
+    if isinstance(doc, str):
+        return "string"
+    return "array" if isinstance(doc, list) else "object"
 
 
 def json_error(raw: bytes) -> str:

@@ -74,7 +74,7 @@ async def test_openai_format_matches_direct_call(
     path = PATHS[route_type]
     gw = await gateway(route(target(server.url(path), "", fmt="openai", route_type=route_type)))
     body = request_body(route_type, stream)
-    # What the gateway sends upstream (SPEC §4.3): the body with model and stream set.
+    # What the gateway sends upstream: the body with model and stream set.
     direct_body = {**body, "model": "llama2", "stream": stream}
     text = chat_text if route_type == "llm/v1/chat" else completion_text
 
@@ -211,8 +211,8 @@ async def test_seed_curl_against_example_config(llama_server, gateway, http) -> 
 
     The example's target is an Ollama; there is no real Ollama here, so the same route
     (same name, path, plugin, model name) gets an `openai` target on llama-server's
-    OpenAI-compatible layer, and `max_tokens` in the target options (config wins, SPEC
-    §3.4) because the seed request sets none and the test model never stops by itself.
+    OpenAI-compatible layer, and `max_tokens` in the target options (the config value wins)
+    because the seed request sets none and the test model never stops by itself.
     """
     curl = shutil.which("curl")
     if curl is None:

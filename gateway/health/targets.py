@@ -1,16 +1,19 @@
-"""Active health checks for the configured targets (SPEC §6.4): which URL to probe per
-format, with which headers and policy. The probing itself is `balancers.health`."""
+"""Active health checks for the configured targets: which URL to probe per format, with
+which headers and policy. The probing itself is `checker` and `probe`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from yarl import URL
 
-from balancers.health import HealthChecker, HealthPolicy, ProbeSpec
+from ..config.schema import ActiveHealthcheck, TargetConfig
+from .checker import HealthChecker, HealthPolicy
+from .probe import ProbeSpec
 
-from .config.schema import ActiveHealthcheck, TargetConfig
-from .routing import Route
+if TYPE_CHECKING:
+    from ..routing import Route
 
 
 def probe_path(t: TargetConfig) -> str:
@@ -49,6 +52,7 @@ def health_policy(hc: ActiveHealthcheck) -> HealthPolicy:
 
 
 def build_health_checker(routes: Sequence[Route]) -> HealthChecker | None:
+    """One checker for every route with health checks on; None when no route has them."""
     checker = HealthChecker()
     n = 0
     for route in routes:

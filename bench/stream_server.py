@@ -1,6 +1,6 @@
 """The benchmark's Python upstream: a lean HTTP/1.1 server on raw asyncio.
 
-    python bench/upstream.py --port PORT
+    python bench/stream_server.py --port PORT
 
 It streams on a fixed schedule, never on "sleep after send": chunk i of a stream is
 due at t0 + i × interval (t0 = when the request was read) and carries that due time as

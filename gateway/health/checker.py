@@ -1,11 +1,13 @@
-"""Active health checks (SPEC §6.4): a cheap GET per target server, Kong's counting rules.
+"""Active health checks: a cheap GET per target server on a timer, Kong's counting rules,
+the verdict written to `TargetState.healthy` (the only writer of that field).
 
 Semantics follow Kong's upstream healthchecks (lua-resty-healthcheck):
 - a target starts healthy (the prober adopts its states' current `healthy` at start, so
   states carried over with healthy=False are not stuck behind a "healthy" prober);
 - a probe is a success (status in `healthy_statuses`), an http failure (any other status,
-  e.g. llama.cpp's 503 "Loading model"), a tcp failure (refused, reset, malformed
-  response) or a timeout;
+  e.g. llama.cpp's 503 "Loading model"; a redirect too), a tcp failure (`Reason`
+  connect, reset or invalid: refused, dropped, not HTTP) or a timeout (`Reason.TIMEOUT`:
+  connect, write, read or the whole probe past `timeout`);
 - counters count "in a row without the opposite outcome": a success clears every failure
   counter, any failure clears the success counter; failure kinds do not clear each other.
   Reaching a non-zero threshold flips the verdict and clears every counter; 0 never trips;
@@ -19,6 +21,8 @@ is order-independent: shortest timeout, shortest non-zero interval and smallest 
 threshold per field (0 only when every sharer says 0), union of healthy statuses.
 
 Header values are secrets (the target's auth): they appear in no repr, log or snapshot.
+Probes go through a `gateway.http1.Pool` of the checker's own, so they neither borrow
+nor count as the proxy's upstream connections (see `probe`).
 """
 
 from __future__ import annotations
@@ -27,50 +31,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypedDict
 
-import aiohttp
-from yarl import URL
+from balancers import Reason, TargetState
 
-from .base import TargetState
+from ..http1 import Pool
+from .probe import ProbeRequest, ProbeSpec, probe, public_url
 
 log = logging.getLogger("llama_gateway.health")
 
-SessionFactory = Callable[[], aiohttp.ClientSession]
-
-
-def public_url(url: str) -> str:
-    """`url` without userinfo or fragment and with query values masked (display only)."""
-    try:
-        u = URL(url).with_user(None).with_fragment(None)
-        if u.query:
-            u = u.with_query({k: "***" for k in u.query})
-        return str(u)
-    except (ValueError, TypeError):
-        return "<invalid url>"
-
-
-def _host_port(url: str) -> str:
-    u = URL(url)
-    host = u.raw_host or "?"
-    return f"[{host}]:{u.port}" if ":" in host else f"{host}:{u.port}"
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """What to probe. Header names are lower-cased and pairs sorted, so specs that send
-    the same headers compare (and share a prober) equal whatever order they were given."""
-
-    url: str
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-    def __post_init__(self) -> None:
-        norm = tuple(sorted((k.lower(), v) for k, v in self.headers))
-        object.__setattr__(self, "headers", norm)
-
-    def __repr__(self) -> str:
-        names = ",".join(k for k, _ in self.headers)
-        return f"ProbeSpec(url={public_url(self.url)!r}, headers=[{names}])"
+INTERNAL = "internal"  # last_error when the prober itself failed (a bug, not the target)
 
 
 @dataclass(frozen=True)
@@ -125,12 +96,33 @@ _LIMITS = {
 }
 
 
+class ProberSnapshot(TypedDict):
+    """One prober as /status and tests see it. Never a header value."""
+
+    url: str  # public form: no userinfo, query values masked
+    targets: list[str]
+    healthy: bool
+    probing: bool
+    interval: float
+    successes: int
+    http_failures: int
+    tcp_failures: int
+    timeouts: int
+    probes: int
+    last_probe: float | None  # wall time
+    last_status: int | None
+    last_error: str | None  # None | a `Reason` value | "internal"
+    last_change: float | None  # wall time
+
+
 class _Prober:
     """One spec's verdict and counters; the states it writes; its task."""
 
     def __init__(self, spec: ProbeSpec) -> None:
         self.spec = spec
-        self.where = _host_port(spec.url)
+        self.request = ProbeRequest(spec)  # a bad URL fails at add(), not in the task
+        origin = self.request.origin
+        self.where = f"{origin.bracketed_host}:{origin.port}"  # for logs: never the query
         self.policies: list[HealthPolicy] = []
         self.states: list[TargetState] = []
         self.policy = HealthPolicy()
@@ -174,26 +166,49 @@ class _Prober:
         log.log(level, "health: %s marked %s after %d %s in a row (targets: %s)",
                 self.where, verdict, n, what, names)  # fmt: skip
 
+    def snapshot(self) -> ProberSnapshot:
+        c = self.counts
+        return {
+            "url": public_url(self.spec.url),
+            "targets": [s.name for s in self.states],
+            "healthy": self.healthy,
+            "probing": self.task is not None and not self.task.done(),
+            "interval": self.interval(),
+            "successes": c["successes"],
+            "http_failures": c["http_failures"],
+            "tcp_failures": c["tcp_failures"],
+            "timeouts": c["timeouts"],
+            "probes": self.probes,
+            "last_probe": self.last_probe,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "last_change": self.last_change,
+        }
+
 
 class HealthChecker:
-    """Runs one probing task per distinct `ProbeSpec` and writes `TargetState.healthy`."""
+    """Runs one probing task per distinct `ProbeSpec` and writes `TargetState.healthy`.
+
+    Owns its connection pool (made by `pool_factory` at start(), closed at stop()), so
+    probe connections stay out of the proxy pool and its connection metrics."""
 
     def __init__(
         self,
-        session_factory: SessionFactory | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        pool_factory: Callable[[], Pool] = Pool,
     ) -> None:
-        self._session_factory = session_factory or _default_session
         self._clock = clock  # wall time, for last_change / last_probe
+        self._pool_factory = pool_factory
         self._probers: dict[ProbeSpec, _Prober] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._by_state: dict[TargetState, _Prober] = {}  # TargetState hashes by identity
+        self._pool: Pool | None = None
 
     def __repr__(self) -> str:
-        return f"<HealthChecker probers={len(self._probers)} running={self._session is not None}>"
+        return f"<HealthChecker probers={len(self._probers)} running={self._pool is not None}>"
 
     def add(self, spec: ProbeSpec, policy: HealthPolicy, state: TargetState) -> None:
-        if self._session is not None:
+        if self._pool is not None:
             raise RuntimeError("HealthChecker.add() must be called before start()")
         prober = self._probers.get(spec)
         if prober is None:
@@ -201,11 +216,12 @@ class HealthChecker:
         prober.policies.append(policy)
         if not any(s is state for s in prober.states):
             prober.states.append(state)
+        self._by_state.setdefault(state, prober)
 
     async def start(self) -> None:
-        if self._session is not None:
+        if self._pool is not None:
             return
-        self._session = self._session_factory()
+        self._pool = self._pool_factory()
         for prober in self._probers.values():
             prober.policy = HealthPolicy.merge(prober.policies)
             prober.healthy = all(s.healthy for s in prober.states)
@@ -223,32 +239,18 @@ class HealthChecker:
         await asyncio.gather(*tasks, return_exceptions=True)
         for p in self._probers.values():
             p.task = None
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
-    def snapshot(self) -> list[dict]:
-        """One dict per prober, for /status and metrics. Never contains header values."""
-        out = []
-        for pr in self._probers.values():
-            running = pr.task is not None and not pr.task.done()
-            out.append(
-                {
-                    "url": public_url(pr.spec.url),
-                    "targets": [s.name for s in pr.states],
-                    "healthy": pr.healthy,
-                    "probing": running,
-                    "interval": pr.interval(),
-                    **pr.counts,
-                    "probes": pr.probes,
-                    "last_probe": pr.last_probe,
-                    "last_status": pr.last_status,
-                    # None | status | connect | reset | invalid | timeout | internal
-                    "last_error": pr.last_error,
-                    "last_change": pr.last_change,
-                }
-            )
-        return out
+    def snapshot(self) -> list[ProberSnapshot]:
+        """One entry per prober, for /status and tests."""
+        return [pr.snapshot() for pr in self._probers.values()]
+
+    def prober_of(self, state: TargetState) -> ProberSnapshot | None:
+        """The prober writing `state`, or None when no health check covers it."""
+        prober = self._by_state.get(state)
+        return prober.snapshot() if prober is not None else None
 
     async def _run(self, prober: _Prober) -> None:
         loop = asyncio.get_running_loop()
@@ -258,7 +260,7 @@ class HealthChecker:
                 await self._probe(prober)
             except Exception:
                 # Our bug, not the target's: count nothing, keep probing, say it once.
-                prober.last_error = "internal"
+                prober.last_error = INTERNAL
                 if not prober.warned:
                     prober.warned = True
                     log.warning(
@@ -270,50 +272,22 @@ class HealthChecker:
                 await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
     async def _probe(self, prober: _Prober) -> None:
-        session = self._session
-        assert session is not None  # set by start() before any task exists
-        spec, policy = prober.spec, prober.policy
-        status: int | None = None
-        try:
-            async with session.get(
-                spec.url,
-                headers=spec.headers,
-                allow_redirects=False,  # a redirect is an answer, not a hop to follow
-                timeout=aiohttp.ClientTimeout(total=policy.timeout),
-            ) as resp:
-                status = resp.status
-        except TimeoutError:  # includes aiohttp's connect/read timeout errors
-            counter, error = "timeouts", "timeout"
-        except aiohttp.ClientConnectorError:
-            counter, error = "tcp_failures", "connect"
-        except aiohttp.ClientResponseError:  # malformed status line or headers
-            counter, error = "tcp_failures", "invalid"
-        except (aiohttp.ClientError, OSError):
-            counter, error = "tcp_failures", "reset"
-        else:
-            ok = status in policy.healthy_statuses
-            counter, error = ("successes", None) if ok else ("http_failures", "status")
+        pool = self._pool
+        assert pool is not None  # set by start() before any task exists
+        policy = prober.policy
+        result = await probe(pool, prober.request, policy.timeout)
+        failure = result.failure
+        if failure is None:
+            ok = result.status in policy.healthy_statuses
+            counter, failure = ("successes", None) if ok else ("http_failures", Reason.STATUS)
+        elif failure is Reason.TIMEOUT:
+            counter = "timeouts"
+        else:  # connect, reset, invalid: the server did not give a readable answer
+            counter = "tcp_failures"
+        error = None if failure is None else failure.value
         now = self._clock()
         prober.probes += 1
-        prober.last_probe, prober.last_status, prober.last_error = now, status, error
-        # Per probe: DEBUG only, and only the kind (exception texts may carry the URL).
-        log.debug("health: probe %s -> %s", prober.where, error or status)
+        prober.last_probe, prober.last_status, prober.last_error = now, result.status, error
+        # Per probe: DEBUG only, and only the kind (never a URL: it may carry a key).
+        log.debug("health: probe %s -> %s", prober.where, error or result.status)
         prober.record(counter, now)
-
-
-def _default_session() -> aiohttp.ClientSession:
-    # force_close: every probe opens a fresh connection, so it tests that the server
-    # still accepts connections rather than reusing a pooled socket.
-    connector = aiohttp.TCPConnector(force_close=True, limit=0)
-    session = aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,  # like the proxy's session: no env proxies for upstream traffic
-        headers={"User-Agent": "llama-gateway-healthcheck"},
-    )
-    # aiohttp silently resends an idempotent request once when the connection drops;
-    # one probe must be one attempt, or a reset would never count (aiohttp's own
-    # test client switches it off the same way; no public knob exists).
-    if hasattr(session, "_retry_connection"):
-        session._retry_connection = False
-    return session
