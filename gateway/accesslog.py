@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .jsonutil import JSONDecodeError, dumps, loads
 from .observe import RequestRecord
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 ACCESS_LOGGER = "llama_gateway.access"
 
 
-def configure(stream: Any = None) -> None:
+def configure(stream: TextIO | None = None) -> None:
     """Access lines go to stdout as bare JSON (not through the root log format)."""
     logger = logging.getLogger(ACCESS_LOGGER)
     if not any(getattr(h, "_llama_access", False) for h in logger.handlers):

@@ -47,6 +47,12 @@ _NOT_FORWARDED = frozenset(
 )
 
 
+def origin_of(url: URL) -> Origin:
+    """Where a configured URL's requests go: the IDNA host as on the wire, the scheme's
+    default port when none is written."""
+    return Origin(url.scheme, url.raw_host or "", url.port or 80)
+
+
 def _request_line(url: URL) -> bytes:
     return b"POST " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n"
 

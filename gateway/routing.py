@@ -21,7 +21,7 @@ from .adapters.base import Adapter
 from .config import RouteConfig, TargetConfig
 from .failure import timeouts
 from .http1 import Origin, Timeouts
-from .outbound import RequestTemplate
+from .outbound import RequestTemplate, origin_of
 
 
 @dataclass(eq=False, slots=True)
@@ -40,7 +40,7 @@ class Target:
 
 def _make_target(cfg: TargetConfig, index: int) -> Target:
     url = URL(cfg.options.upstream_url.url)
-    origin = Origin(url.scheme, url.raw_host or "", url.port or 80)
+    origin = origin_of(url)
     return Target(
         cfg=cfg,
         state=TargetState(index=index, name=cfg.name, weight=cfg.weight),

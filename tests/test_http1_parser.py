@@ -12,12 +12,19 @@ mode; each is an InvalidResponse now, tested in "strictness" below):
   lines, after chunk data, trailers); RFC 9112 §2.2 allows accepting it, never requires;
 - whitespace in chunk-size lines: before the size, between the size and `;`, around `;`
   and `=` in extensions (the BWS of §7.1.1); an empty extension (`5;`);
+- malformed chunk extensions: `;name` or `;name=value` with a token or a closed quoted
+  string, nothing else (the old parser read only the size and skipped the rest);
 - a bare CR anywhere in a chunk-size line, also inside a quoted extension value;
-- control characters (other than HTAB) in field names and values, also in trailers;
+- field names that are not tokens (RFC 9110 §5.1: no `=`, `,`, `/`, `;`, space inside,
+  no byte >= 0x80); control characters (other than HTAB) in field names and values;
+- trailer fields are checked like header fields (the old parser skipped their content);
 - Content-Length repeated, even with the same value (`5, 5` or two fields);
 - Transfer-Encoding together with Content-Length (the old parser read the body as
   chunked and only refused to reuse the connection);
 - a Content-Length in the trailers.
+
+Also earlier: a head fails at the first byte that makes it invalid, where the old parser
+waited for the empty line that ends it (often: for the read timeout).
 
 And one leniency: `close` in Connection must be a whole token (`Connection: closed` no
 longer makes the connection unusable).
@@ -541,7 +548,29 @@ STRICT = {
     "del-in-value": b"HTTP/1.1 200 OK\r\nX-A: b\x7fc\r\nContent-Length: 0\r\n\r\n",
     "nul-in-value": b"HTTP/1.1 200 OK\r\nX-A: b\x00c\r\nContent-Length: 0\r\n\r\n",
     "ctl-in-name": b"HTTP/1.1 200 OK\r\nX\x01A: bc\r\nContent-Length: 0\r\n\r\n",
+    # Field names that are not tokens.
+    **{
+        f"name-with-{label}": b"HTTP/1.1 200 OK\r\nX" + char + b"A: b\r\nContent-Length: 0\r\n\r\n"
+        for label, char in [
+            ("equals", b"="),
+            ("comma", b","),
+            ("slash", b"/"),
+            ("semicolon", b";"),
+            ("space", b" "),
+            ("obs-text", b"\x80"),
+        ]
+    },
+    # Malformed chunk extensions.
+    "ext-quote-in-name": CHUNKED_HEAD + b'3;n"q"\r\nabc\r\n0\r\n\r\n',
+    "ext-quote-in-token": CHUNKED_HEAD + b'3;n=1q"\r\nabc\r\n0\r\n\r\n',
+    "ext-after-quoted": CHUNKED_HEAD + b'3;n="q"1\r\nabc\r\n0\r\n\r\n',
+    "ext-unclosed-quote": CHUNKED_HEAD + b'3;n="q\r\nabc\r\n0\r\n\r\n',
+    # Trailer fields.
     "ctl-in-trailer": CHUNKED_HEAD + b"0\r\nX-T: a\x01b\r\n\r\n",
+    "trailer-without-colon": CHUNKED_HEAD + b"0\r\nX-T a\r\n\r\n",
+    "trailer-empty-name": CHUNKED_HEAD + b"0\r\n: a\r\n\r\n",
+    "trailer-folded": CHUNKED_HEAD + b"0\r\nX-T: a\r\n b\r\n\r\n",
+    "trailer-name-not-token": CHUNKED_HEAD + b"0\r\nX,T: a\r\n\r\n",
     # Content-Length repeated, even the same value.
     "length-list-same": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
     "length-twice-same": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
@@ -562,12 +591,22 @@ def test_strictness(name: str) -> None:
         assert outcome(pieces) == "invalid", [len(p) for p in pieces]
 
 
-def test_bare_lf_head_fails_before_the_head_ends() -> None:
-    """A bare-LF head never has a CRLFCRLF end; it fails as soon as llhttp meets the LF,
-    not after the read timeout."""
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n",  # bare LF: never a CRLFCRLF end
+        b"HTTP/1.1 200 OK\r\nX-A b\r\n",  # a field line without a colon
+        b'{"error": ',  # not a response at all
+        b"RTSP/1.0 ",  # llhttp knows the protocol; we do not
+    ],
+    ids=["bare-lf", "no-colon", "json", "rtsp"],
+)
+def test_invalid_head_fails_before_it_ends(start: bytes) -> None:
+    """A head fails as soon as the bytes that make it invalid arrive, not at its end
+    (which may never come: the read timeout would be the error)."""
     parser = ResponseParser()
     with pytest.raises(InvalidResponse):
-        parser.feed(b"HTTP/1.1 200 OK\nContent-Length: 2\n", [])
+        parser.feed(start, [])
 
 
 # ------------------------------------------------------------------ errors
@@ -625,8 +664,6 @@ CHUNK_ERRORS = {
     "no-crlf-after-data": b"5\r\nhelloX\r\n0\r\n\r\n",
     "cr-not-lf-after-data": b"5\r\nhello\rX0\r\n\r\n",
     "data-longer-than-size": b"2\r\nhello\r\n0\r\n\r\n",
-    "bad-trailer": b"0\r\nX-T a\r\n\r\n",
-    "folded-trailer": b"0\r\nX-T: a\r\n b\r\n\r\n",
 }
 ERRORS = {
     **{f"status-{k}": v for k, v in STATUS_ERRORS.items()},

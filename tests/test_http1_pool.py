@@ -785,6 +785,24 @@ async def test_dns_localhost(serve: ServerFactory, pool: Pool) -> None:
     assert server.accepted == 1
 
 
+def fake_dns(monkeypatch: pytest.MonkeyPatch, answer: Callable[[int], list[Any]]) -> list[Any]:
+    """Make the name `upstream.test` resolve to `answer(port)`; any other name or address
+    goes to the real resolver (uvloop resolves numeric addresses through it as well).
+    Returns the list of (host, port) looked up for `upstream.test`."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    calls: list[Any] = []
+
+    async def getaddrinfo(host: Any, port: Any, **kwargs: Any) -> list[Any]:
+        if host != "upstream.test":
+            return await real(host, port, **kwargs)
+        calls.append((host, port))
+        return answer(port)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    return calls
+
+
 async def test_dns_falls_back_to_next_address(
     serve: ServerFactory, pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -802,16 +820,13 @@ async def test_dns_falls_back_to_next_address(
                 if exc.errno == errno.EADDRINUSE:
                     pytest.skip("[::1]:port is taken by something else")
                 # no IPv6 loopback: connecting to ::1 fails anyway
-        calls: list[tuple[Any, ...]] = []
-
-        async def getaddrinfo(host: str, p: int, **kwargs: Any) -> list[Any]:
-            calls.append((host, p))
-            return [
+        calls = fake_dns(
+            monkeypatch,
+            lambda p: [
                 (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", p, 0, 0)),
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)),
-            ]
-
-        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+            ],
+        )
         origin = Origin("http", "upstream.test", port)
         assert await exchange(pool, origin) == b"ok"
         resp = await within(pool.request(origin, REQ, TIMEOUTS, fresh=True))
@@ -837,13 +852,13 @@ async def test_silent_first_address_does_not_cost_the_connect_timeout(
     black_port = listener.getsockname()[1]
     filler = socket.create_connection(("127.0.0.2", black_port), timeout=LIMIT)
 
-    async def getaddrinfo(host: str, p: int, **kwargs: Any) -> list[Any]:
-        return [
+    fake_dns(
+        monkeypatch,
+        lambda p: [
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", black_port)),
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", server.port)),
-        ]
-
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+        ],
+    )
     try:
         origin = Origin("http", "upstream.test", server.port)
         resp = await within(pool.request(origin, REQ, Timeouts(60, LIMIT, LIMIT)))
@@ -864,13 +879,13 @@ async def test_every_address_refused(
     other.bind(("127.0.0.2", 0))
     other_port = other.getsockname()[1]
 
-    async def getaddrinfo(host: str, p: int, **kwargs: Any) -> list[Any]:
-        return [
+    fake_dns(
+        monkeypatch,
+        lambda p: [
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", refused_port)),
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", other_port)),
-        ]
-
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+        ],
+    )
     try:
         with pytest.raises(ConnectFailed) as caught:
             await within(pool.request(Origin("http", "upstream.test", 80), REQ, TIMEOUTS))

@@ -58,14 +58,23 @@ async def raw_upstream() -> AsyncIterator[
         s.close()
 
 
-async def _endless_chunked(writer: asyncio.StreamWriter) -> None:
-    """200, chunked, a JSON document that never ends (bounded: 64 MiB, then stops)."""
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
-    piece = b'{"pad":"' + b"x" * 65536
-    for _ in range(1024):
-        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-        await writer.drain()
+def _endless(content_type: bytes, start: bytes) -> Writer:
+    """200, chunked: a document (JSON body or NDJSON line) that never ends (bounded:
+    64 MiB, then the upstream stops)."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        piece = start + b"x" * 65536
+        for _ in range(1024):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+
+    return write
+
+
+_endless_chunked = _endless(b"application/json", b'{"pad":"')
+_endless_line = _endless(b"application/x-ndjson", b'{"model":"llama2","pad":"')
 
 
 async def _big_content_length(writer: asyncio.StreamWriter) -> None:
@@ -73,16 +82,6 @@ async def _big_content_length(writer: asyncio.StreamWriter) -> None:
     writer.write(b"Content-Length: 100000000\r\n\r\n")
     await writer.drain()
     await asyncio.sleep(5)  # the gateway must not wait for the body it refuses
-
-
-async def _endless_line(writer: asyncio.StreamWriter) -> None:
-    """A 200 NDJSON stream whose first line never ends (bounded: 64 MiB)."""
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n")
-    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
-    piece = b'{"model":"llama2","pad":"' + b"x" * 65536
-    for _ in range(1024):
-        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-        await writer.drain()
 
 
 async def _line_then_endless(writer: asyncio.StreamWriter) -> None:

@@ -16,7 +16,8 @@ from yarl import URL
 from balancers import Reason
 
 from ..failure import classify
-from ..http1 import Origin, Pool, Timeouts, UpstreamError
+from ..http1 import Pool, Timeouts, UpstreamError
+from ..outbound import origin_of
 
 USER_AGENT = "llama-gateway-healthcheck"
 
@@ -66,8 +67,7 @@ class ProbeRequest:
 
     def __init__(self, spec: ProbeSpec) -> None:
         url = URL(spec.url)
-        # Same origin rule as the proxied requests (routing): IDNA host, default port.
-        self.origin = Origin(url.scheme, url.raw_host or "", url.port or 80)
+        self.origin = origin_of(url)  # the same rule as the proxied requests
         lines = [
             b"GET " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n",
             self.origin.host_field(),

@@ -12,7 +12,9 @@ extensions no whitespace. What llhttp leaves to its caller is done here:
   MAX_INTERIM 1xx answers; however the bytes are split into reads;
 - framing (§6.3) and reuse: 204 / 304 have no body, a response without Content-Length
   or Transfer-Encoding runs until the connection closes, any transfer coding but exactly
-  `chunked` is refused, bytes past the end of the message make the connection unusable.
+  `chunked` is refused (llhttp itself refuses Transfer-Encoding with Content-Length),
+  HTTP/1.0 or a `close` option ends the connection after the response, and so do bytes
+  past the end of the message.
 
 llhttp sees each head on its own (this module finds where it ends, which also measures
 it) and the bytes of a chunked body. A Content-Length or until-close body never goes
@@ -42,11 +44,11 @@ MAX_SIZE_DIGITS = 15  # chunk size: below 16**15
 
 # What the parser is reading.
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
-# Where a chunked body stands at the end of a read.
-_SIZE, _AFTER_SIZE, _DATA, _TRAILERS = range(4)
-# _SIZE: in a chunk-size line. _AFTER_SIZE: the line ended, no data seen yet (data
-# follows, or trailers if that was the last chunk). _DATA: in chunk data or in the CRLF
-# after it. _TRAILERS: in the trailer section after the last chunk.
+# Where a chunked body stands at the end of a read. _SIZE: in a chunk-size line.
+# _AFTER_SIZE: past one, no data yet: data follows, or the trailer section if it was the
+# last chunk (llhttp reports data as it goes, so bytes here with no data are trailers).
+# _DATA: in chunk data or in the CRLF after it.
+_SIZE, _AFTER_SIZE, _DATA = range(3)
 
 _HEAD_END = b"\r\n\r\n"
 _HTTP1 = (b"HTTP/1.1 ", b"HTTP/1.0 ")
@@ -97,7 +99,7 @@ class ResponseParser:
         self.keep_alive = True  # the connection may carry another request afterwards
         self.body_length: int | None = None  # as announced: Content-Length, 0 if no body
         self._mode = _HEAD
-        self._buf = bytearray()  # a head not complete yet
+        self._buf: bytes | bytearray = b""  # a head not complete yet (then a bytearray)
         self._interim = 0
         self._left = 0  # Content-Length body bytes still to come
         self._llhttp: HttpResponseParser | None = None
@@ -177,8 +179,9 @@ class ResponseParser:
             end += len(_HEAD_END)
             if not buf.startswith(_HTTP1, base):  # llhttp also takes HTTP/2.0, RTSP/, ICE/
                 raise InvalidResponse("invalid status line")
-            self._head_bytes(buf if fed == 0 and end == len(buf) else buf[fed:end])
-            status = self._head_done(buf if base == 0 and end == len(buf) else buf[base:end])
+            head = buf if base == 0 and end == len(buf) else buf[base:end]
+            self._head_bytes(head if fed == base else buf[fed:end])
+            status = self._head_done(head)
             if status >= 200:
                 break
             # 100 Continue / 103 Early Hints: the real answer follows.
@@ -186,9 +189,13 @@ class ResponseParser:
             if status == 101 or status < 100 or self._interim > MAX_INTERIM:
                 raise InvalidResponse("unexpected status")
             base = start = fed = end
-        self._buf = bytearray()
-        rest = bytes(buf[end:]) if end < len(buf) else b""
-        return self.feed(rest, out) if rest else 0
+        if end == len(buf):
+            self._buf = b""
+            return 0
+        if buf is data:
+            return self.feed(data[end:], out)
+        self._buf = b""
+        return self.feed(bytes(buf[end:]), out)
 
     def _head_bytes(self, data: bytes | bytearray) -> None:
         """Give llhttp the next bytes of a head (a fresh parser for each head)."""
@@ -282,22 +289,24 @@ class ResponseParser:
         """Deliver the body pieces and check the framing lines between them."""
         added = pos = 0
         state = self._state
+        partial = self._partial  # the start of a line cut by the previous read
         for event in events:
             if event is None:  # a chunk-size line ended: at the first LF from pos
                 nl = data.find(b"\n", pos)
-                if self._partial:
-                    self._size_line(self._partial + data[pos:nl])
-                    self._partial = b""
+                if partial:
+                    _check_size_line(partial + data[pos:nl])
+                    partial = b""
                 elif nl - pos - 1 > MAX_SIZE_DIGITS:  # shorter lines pass both limits
-                    self._size_line(data[pos:nl])
+                    _check_size_line(data[pos:nl])
                 pos = nl + 1
                 state = _AFTER_SIZE
             elif event is _CHUNK_END:
-                if state == _DATA:  # the CRLF after the data
-                    pos = data.find(b"\n", pos) + 1
-                    self._partial = b""
+                if state == _DATA:  # past the CRLF after the data; its CR may be in partial
+                    pos += 2 - len(partial)
+                    partial = b""
                     state = _SIZE
                 else:  # after the last chunk: the trailer section and its empty line
+                    self._partial = partial
                     pos = self._trailers(data, pos, True)
                     self._finish()
                     if pos < len(data):
@@ -309,17 +318,16 @@ class ResponseParser:
                 added += n
                 pos += n
                 state = _DATA
+        self._state = state
+        self._partial = partial
         if pos < len(data):
             if state == _AFTER_SIZE:
-                state = _TRAILERS  # data would have come as a body piece
-            if state == _TRAILERS:
                 self._trailers(data, pos, False)
             else:
-                partial = self._partial + data[pos:]
+                partial += data[pos:]
                 if len(partial) > MAX_LINE + 1:  # + the CR; the LF is still to come
                     raise InvalidResponse("chunk-size line too long")
                 self._partial = partial
-        self._state = state
         return added
 
     def _trailers(self, data: bytes, pos: int, ended: bool) -> int:
@@ -343,13 +351,14 @@ class ResponseParser:
         self._partial = partial
         return len(data)
 
-    @staticmethod
-    def _size_line(line: bytes) -> None:
-        """A chunk-size line, with its CR: within MAX_LINE, the size within its digits."""
-        semi = line.find(b";")
-        digits = semi if semi >= 0 else len(line) - 1
-        if len(line) - 1 > MAX_LINE or digits > MAX_SIZE_DIGITS:
-            raise InvalidResponse("chunk-size line too long")
+
+def _check_size_line(line: bytes) -> None:
+    """A chunk-size line, with its CR: within MAX_LINE, the size within its digits."""
+    if len(line) - 1 > MAX_LINE:
+        raise InvalidResponse("chunk-size line too long")
+    semi = line.find(b";")
+    if (semi if semi >= 0 else len(line) - 1) > MAX_SIZE_DIGITS:
+        raise InvalidResponse("chunk size too large")
 
 
 def _close_requested(fields: CIMultiDict[str]) -> bool:

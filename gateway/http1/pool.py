@@ -137,14 +137,8 @@ class Pool:
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
         try:
             async with asyncio.timeout(timeout):
-                addresses = await self._resolve(origin)
-                # The first address that connects. The next one starts when the previous
-                # attempt failed or after NEXT_ADDRESS_DELAY, families interleaved (RFC
-                # 8305 §4, §5), so an address that silently drops packets (a broken IPv6
-                # route) does not cost the connect timeout. TLS runs on the winner only.
-                sock = await aiohappyeyeballs.start_connection(
-                    addresses, happy_eyeballs_delay=NEXT_ADDRESS_DELAY, loop=self.loop
-                )
+                sock = await self._socket(await self._resolve(origin))
+                # TLS, if any, on the winning socket only; from here asyncio owns it.
                 _, conn = await self.loop.create_connection(
                     lambda: Connection(self, origin),
                     sock=sock,
@@ -155,10 +149,22 @@ class Pool:
             raise ConnectTimeout("connect timeout") from None
         except ssl.SSLError:
             raise ConnectFailed("TLS handshake failed") from None
-        except (OSError, RuntimeError):  # uvloop may raise RuntimeError for a socket error
+        except OSError:
             raise ConnectFailed("connection refused or unreachable") from None
         self._opened[origin] = self._opened.get(origin, 0) + 1
         return conn
+
+    async def _socket(self, addresses: list[AddrInfoType]) -> socket.socket:
+        """A socket connected to the first address that answers. The next address starts
+        when the previous attempt failed or after NEXT_ADDRESS_DELAY, address families
+        interleaved (RFC 8305 §4, §5), so one that silently drops packets (a broken IPv6
+        route) does not cost the whole connect timeout."""
+        try:
+            return await aiohappyeyeballs.start_connection(
+                addresses, happy_eyeballs_delay=NEXT_ADDRESS_DELAY, loop=self.loop
+            )
+        except RuntimeError as exc:  # how uvloop reports some socket errors
+            raise OSError(str(exc)) from None
 
     async def _resolve(self, origin: Origin) -> list[AddrInfoType]:
         host, port = origin.host, origin.port
