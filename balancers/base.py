@@ -145,14 +145,17 @@ class Balancer(ABC):
     def report(self, state: TargetState, outcome: Outcome) -> None:
         """End a pick whose attempt was sent: count it, learn from it (the breaker
         always, latency/usage when ranked by). An outcome without a verdict (ok=False,
-        no failure: the client left) teaches nothing and hands back a breaker trial."""
+        no failure: the client left) still adds the tokens served to the usage, but
+        teaches nothing else and hands back a breaker trial."""
         state.in_flight -= 1
         state.requests += 1
+        now = self.clock()
+        opts = self.options
+        if self.uses_usage:  # tokens served count whatever the verdict
+            scores.add_usage(state, outcome, opts.tokens_count_strategy, now)
         if not outcome.ok and outcome.failure is None:
             self.breaker.release(state)
             return
-        now = self.clock()
-        opts = self.options
         failed = outcome.counts
         if failed:
             state.failures += 1
@@ -161,8 +164,6 @@ class Balancer(ABC):
                 scores.add_latency(state, outcome, opts.latency_strategy, now)
             elif failed:
                 scores.penalize_latency(state)
-        if self.uses_usage:
-            scores.add_usage(state, outcome, opts.tokens_count_strategy, now)
         self.breaker.record(state, failed, now)
 
     def score(self, state: TargetState, now: float) -> float | None:

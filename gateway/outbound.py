@@ -120,14 +120,16 @@ class RequestTemplate:
         auth_name = self.auth_name
         for name, value in headers:
             low = name.lower()
+            if low == auth_name and auth_name:
+                # The client sent the header (even one it named hop-by-hop): ours,
+                # which it may override, is not added.
+                client_has_auth = True
             if low in drop or low.startswith(b"proxy-"):
                 if low == b"connection":
                     # Hop-by-hop fields the client named in Connection, over all its
                     # field lines (RFC 9110 §7.6.1).
                     named.update(t.strip().lower() for t in value.split(b","))
                 continue
-            if low == auth_name and auth_name:
-                client_has_auth = True
             parts.append(name + b": " + value + b"\r\n")
         named -= drop
         named.discard(b"close")

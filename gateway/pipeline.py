@@ -140,32 +140,48 @@ class Gateway:
             if state is None:
                 break
             target = route.targets[state.index]
-            call.model = target.cfg.model.name or rec.request_model
-            if call.model is None:
-                route.balancer.release(state)
-                raise GatewayError(400, errors.NO_MODEL)
             try:
-                upstream_body = target.adapter.build(call, target.cfg.options)
+                data = self._request_bytes(request, target, call, rec)
             except TransformError:
                 # This target's dialect cannot carry the request; another one may.
                 route.balancer.release(state)
                 untransformable = errors.transforming_to(call.route_type, target.adapter.format)
                 candidates = [s for s in candidates if s is not state]  # a copy: shared
                 continue
-            target.request.inject_body_auth(upstream_body, call.body)
+            except BaseException:
+                route.balancer.release(state)  # never sent
+                raise
             att.picked = state
             rec.attempts += 1
             rec.target = target
             rec.response_model = call.model
             att.passthrough = None
             ctx.tried.append(state)
-            result = await self._try(request, route, target, call, upstream_body, att)
+            try:
+                result = await self._try(request, route, target, call, data, att)
+            finally:
+                # Every path of an attempt reports its pick once; one that ended
+                # without (the client left, a bug) had no verdict. A no-op otherwise.
+                self._report(route, att, Outcome(ok=False))
             if isinstance(result, web.StreamResponse):
                 return result
             att.last_failure = result
             if rec.attempts > bal_cfg.retries or not retryable(result, bal_cfg.failover_criteria):
                 break
         return self._give_up(route, att, candidates, untransformable)
+
+    @staticmethod
+    def _request_bytes(
+        request: web.Request, target: Target, call: Call, rec: RequestRecord
+    ) -> bytes:
+        """The upstream request for `target`. Raises TransformError when its dialect
+        cannot carry the request, GatewayError when no model name is known."""
+        call.model = target.cfg.model.name or rec.request_model
+        if call.model is None:
+            raise GatewayError(400, errors.NO_MODEL)
+        upstream_body = target.adapter.build(call, target.cfg.options)
+        target.request.inject_body_auth(upstream_body, call.body)
+        return target.request.build(request.raw_headers, request.query, dumps(upstream_body))
 
     def _give_up(
         self,
@@ -204,14 +220,13 @@ class Gateway:
         route: Route,
         target: Target,
         call: Call,
-        upstream_body: dict[str, Any],
+        data: bytes,
         att: Attempt,
     ) -> web.StreamResponse | Failure:
-        """One attempt. Ends the balancer's pick exactly once: `_report` on every path,
-        including a client that leaves mid-attempt (a report without a verdict)."""
+        """One attempt: send `data`, then answer, relay or classify the failure. Reports
+        the pick with the attempt's outcome (see `_report`)."""
         att.sent_at = self.clock()
         resp: Response | None = None
-        data = target.request.build(request.raw_headers, request.query, dumps(upstream_body))
         try:
             resp = await self._send(target.origin, data, route.timeout)
             att.headers_at = self.clock()
@@ -227,11 +242,6 @@ class Gateway:
             return self._failed(route, target, failure, att)
         except AdapterBug as exc:
             return self._adapter_bug(route, target, call, att, exc)
-        except BaseException:
-            # The client left mid-attempt (or a bug): the attempt ran, but there is no
-            # verdict to learn from. (A no-op when this attempt was reported already.)
-            self._report(route, att, Outcome(ok=False))
-            raise
         finally:
             if resp is not None:
                 resp.release()  # back to the pool if fully read, closed otherwise
@@ -366,8 +376,10 @@ class Gateway:
         if isinstance(end, Failure):  # nothing committed: the attempt loop decides
             return self._failed(route, target, end, att)
         self._stream_done(route, target, call, att, end)
-        if end.cancelled:
-            raise asyncio.CancelledError  # the client left: keep the cancellation going
+        task = asyncio.current_task()
+        if end.cancelled and task is not None and task.cancelling():
+            # The relay stopped on our cancellation (the client left): keep it going.
+            raise asyncio.CancelledError
         return end.response
 
     def _stream_done(
@@ -384,25 +396,28 @@ class Gateway:
         self._timings(rec, att)
         if end.cancelled or end.shutdown:
             # Ended by the client, or by our own shutdown: nothing to hold against the
-            # target, nothing learnt about it.
+            # target (no verdict), but the tokens it served still count as its usage.
             rec.outcome = observe.CANCELLED
-            self._report(route, att, Outcome(ok=False))
-            return
-        if end.failure is not None:
+            verdict_ok = False
+        elif end.failure is not None:
             rec.failures.append(FailedAttempt(target, end.failure, True))
+            verdict_ok = False
         elif end.error is not None:
-            rec.outcome = observe.GATEWAY_ERROR  # our decoder failed mid-stream
+            rec.outcome = observe.GATEWAY_ERROR  # our decoder failed mid-stream: no verdict
+            verdict_ok = False
+        else:
+            verdict_ok = True
         self._report(
             route,
             att,
             Outcome(
-                ok=end.error is None,
+                ok=verdict_ok,
                 latency=done - att.sent_at,
                 ttft=end.first_event_at - att.sent_at,
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,
                 cost=rec.cost,
-                failure=end.failure,
+                failure=end.failure if not (end.cancelled or end.shutdown) else None,
             ),
         )
 

@@ -49,7 +49,7 @@ class StreamEnd:
     text_len: int  # characters of generated text relayed (for estimates)
     error: str | None = None  # the error event's text, when the stream ended with one
     failure: Reason | None = None  # set when the upstream broke the stream
-    cancelled: bool = False  # the client went away (the caller re-raises cancellation)
+    cancelled: bool = False  # the client went away (by cancellation: the caller re-raises)
     shutdown: bool = False  # ended by our own shutdown
 
 

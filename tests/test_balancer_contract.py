@@ -107,3 +107,12 @@ def test_a_501_opens_the_breaker_like_a_500() -> None:
     assert t is not None
     bal.report(t, Outcome(ok=False, failure=Reason.STATUS, status=501))
     assert t.breaker_state(clock.now) == "open"
+
+
+def test_no_verdict_still_counts_the_tokens_served() -> None:
+    """A stream the client abandoned served tokens: lowest-usage must see them."""
+    _, ts, bal = _balancer("lowest-usage", max_fails=1)
+    t = bal.pick(ts, PickContext())
+    assert t is not None
+    bal.report(t, Outcome(ok=False, prompt_tokens=3, completion_tokens=5))
+    assert t.usage == 8.0 and t.failures == 0 and t.breaker == "closed"

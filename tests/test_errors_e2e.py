@@ -597,3 +597,33 @@ async def test_a_501_counts_everywhere_like_a_500(upstream, gateway, http) -> No
         f'llama_gateway_upstream_errors_total{{route="r",target="{t.name}",reason="status"}} 1.0'
         in text
     )
+
+
+async def test_requests_that_cannot_be_serialised_leave_no_pick_behind(
+    upstream, gateway, http
+) -> None:
+    """A body orjson cannot write (nested deeper than it writes) and a tuning value the
+    raw adapter cannot compare both end as our 500; the pick is released, never leaked."""
+    openai_up = await upstream("openai")
+    raw_up = await upstream("tgi")
+    gw = await gateway(
+        route(target(openai_up, "/v1/chat/completions", fmt="openai"), path="/o", name="o"),
+        route(
+            target(raw_up, "/generate", fmt="raw", route_type="llm/v1/completions"),
+            path="/r",
+            name="raw",
+        ),
+    )
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    for path, body in (
+        ("/o", {"messages": CHAT, "x": deep}),
+        ("/r", {"prompt": "p", "temperature": "warm"}),
+    ):
+        for _ in range(3):
+            status, data, _ = await post(http, url(gw, path), body)
+            assert (status, msg(data)) == (500, "internal gateway error")
+    for r in gw.router.routes:
+        s = r.targets[0].state
+        assert (s.in_flight, s.requests, s.failures) == (0, 0, 0)

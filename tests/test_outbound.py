@@ -85,3 +85,12 @@ def test_body_auth() -> None:
     )
     o.inject_body_auth(body, {"api_key": "client"})
     assert body["api_key"] == "client"
+
+
+def test_overridable_auth_named_hop_by_hop_is_neither_forwarded_nor_replaced() -> None:
+    auth = AuthConfig(header_name="X-Key", header_value="k1", allow_override=True)
+    t = RequestTemplate(URL_, ORIGIN, auth)
+    lines, _ = head_and_body(
+        t.build([(b"Connection", b"X-Key"), (b"X-Key", b"mine")], NO_QUERY, b"{}")
+    )
+    assert not [ln for ln in lines if ln.lower().startswith(b"x-key")]
