@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from balancers import Reason, TargetState
+from balancers import Outcome, Reason, TargetState
 
 from .config import BalancerConfig
 from .http1 import (
@@ -39,6 +39,10 @@ class Failure:
     @property
     def is_timeout(self) -> bool:
         return self.reason is Reason.TIMEOUT
+
+    def outcome(self) -> Outcome:
+        """This failure as the balancer hears of it."""
+        return Outcome(ok=False, failure=self.reason, status=self.status)
 
 
 def classify(exc: UpstreamError) -> Failure:

@@ -75,3 +75,12 @@ class RequestRecord:
 
 class Observer(Protocol):
     def finished(self, rec: RequestRecord) -> None: ...
+
+
+def outcome_of(rec: RequestRecord) -> str:
+    """The outcome of a finished request the pipeline did not name itself."""
+    if rec.status == 200:
+        return SUCCESS if rec.error is None else UPSTREAM_ERROR
+    if 400 <= rec.status < 500:
+        return CLIENT_ERROR
+    return UPSTREAM_ERROR

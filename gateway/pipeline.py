@@ -27,7 +27,7 @@ from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts,
 from .intake import make_call, parse_body, read_body
 from .jsonutil import dumps
 from .observe import FailedAttempt, Observer, RequestRecord
-from .replies import error_response
+from .replies import error_response, gateway_headers, success_headers
 from .routing import Route, Target
 from .streaming import AdapterBug, StreamEnd, relay_stream
 
@@ -103,7 +103,7 @@ class Gateway:
             self.in_flight -= 1
             rec.duration = self.clock() - rec.started
             if not rec.outcome:
-                rec.outcome = _outcome(rec)
+                rec.outcome = observe.outcome_of(rec)
             for obs in self.observers:
                 obs.finished(rec)
 
@@ -210,7 +210,7 @@ class Gateway:
         else:
             message, status = errors.upstream_unavailable(target.name), 502
         rec.error = message
-        return error_response(status, message, self._gateway_headers(att, target))
+        return error_response(status, message, gateway_headers(target, att.rec.attempts))
 
     # ------------------------------------------------------------------ one attempt
 
@@ -275,7 +275,7 @@ class Gateway:
         return web.Response(
             body=parsed.body,
             content_type="application/json",
-            headers=self._success_headers(route, att, target, call),
+            headers=success_headers(route, target, call, att.rec, att.sent_at, att.headers_at),
         )
 
     async def _send(self, origin: Origin, data: bytes, timeouts: Timeouts) -> Response:
@@ -298,7 +298,7 @@ class Gateway:
         pass-through is kept in case no other target answers)."""
         data = await resp.read(route.cfg.max_response_body)
         headers = {k: resp.headers[k] for k in _PASSTHROUGH_HEADERS if k in resp.headers}
-        headers.update(self._gateway_headers(att, target))
+        headers.update(gateway_headers(target, att.rec.attempts))
         answer = web.Response(status=resp.status, body=data, headers=headers)
         failure = status_failure(resp.status)
         retry = failure.criterion in route.cfg.balancer.failover_criteria
@@ -308,7 +308,7 @@ class Gateway:
         if retry or upstream_fault(resp.status):
             self._failed(route, target, failure, att)
         else:
-            self._report(route, att, _outcome_of(failure))
+            self._report(route, att, failure.outcome())
         if retry:
             att.passthrough = answer
             return failure
@@ -318,7 +318,7 @@ class Gateway:
         return answer
 
     def _failed(self, route: Route, target: Target, failure: Failure, att: Attempt) -> Failure:
-        outcome = _outcome_of(failure)
+        outcome = failure.outcome()
         att.rec.failures.append(FailedAttempt(target, failure.reason, outcome.counts))
         self._report(route, att, outcome)
         return failure
@@ -368,7 +368,7 @@ class Gateway:
             request,
             resp,
             decoder,
-            self._success_headers(route, att, target, call),
+            success_headers(route, target, call, att.rec, att.sent_at, att.headers_at),
             lambda: self.closing,
             self.clock,
             target.name,
@@ -420,33 +420,3 @@ class Gateway:
                 failure=end.failure if not (end.cancelled or end.shutdown) else None,
             ),
         )
-
-    # ------------------------------------------------------------------ headers
-
-    def _gateway_headers(self, att: Attempt, target: Target) -> dict[str, str]:
-        return {"X-Gateway-Target": target.name, "X-Gateway-Attempts": str(att.rec.attempts)}
-
-    def _success_headers(
-        self, route: Route, att: Attempt, target: Target, call: Call
-    ) -> dict[str, str]:
-        headers = {
-            "X-Kong-Upstream-Latency": str(int((att.headers_at - att.sent_at) * 1000)),
-            "X-Kong-Proxy-Latency": str(int((att.sent_at - att.rec.started) * 1000)),
-            "X-Gateway-Target": target.name,
-            "X-Gateway-Attempts": str(att.rec.attempts),
-        }
-        if route.cfg.model_name_header:
-            headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
-        return headers
-
-
-def _outcome_of(failure: Failure) -> Outcome:
-    return Outcome(ok=False, failure=failure.reason, status=failure.status)
-
-
-def _outcome(rec: RequestRecord) -> str:
-    if rec.status == 200:
-        return observe.SUCCESS if rec.error is None else observe.UPSTREAM_ERROR
-    if 400 <= rec.status < 500:
-        return observe.CLIENT_ERROR
-    return observe.UPSTREAM_ERROR

@@ -1,12 +1,19 @@
-"""Gateway-made answers as aiohttp responses (the bytes come from `errors`)."""
+"""What the gateway adds to answers: error responses (their bytes come from `errors`)
+and the Kong and gateway response headers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .errors import error_body
+
+if TYPE_CHECKING:
+    from .adapters.base import Call
+    from .observe import RequestRecord
+    from .routing import Route, Target
 
 
 def error_response(
@@ -15,3 +22,23 @@ def error_response(
     return web.Response(
         status=status, body=error_body(message), content_type="application/json", headers=headers
     )
+
+
+def gateway_headers(target: Target, attempts: int) -> dict[str, str]:
+    """On every answer that came from (or after) an attempt."""
+    return {"X-Gateway-Target": target.name, "X-Gateway-Attempts": str(attempts)}
+
+
+def success_headers(
+    route: Route, target: Target, call: Call, rec: RequestRecord, sent_at: float, headers_at: float
+) -> dict[str, str]:
+    """On a proxied 200: Kong's latency headers (ms) and model header, and ours."""
+    headers = {
+        "X-Kong-Upstream-Latency": str(int((headers_at - sent_at) * 1000)),
+        "X-Kong-Proxy-Latency": str(int((sent_at - rec.started) * 1000)),
+        "X-Gateway-Target": target.name,
+        "X-Gateway-Attempts": str(rec.attempts),
+    }
+    if route.cfg.model_name_header:
+        headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
+    return headers
