@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import scores
 from .breaker import Breaker
+from .capacity import has_slot
 from .options import BalancerOptions
 from .outcome import Outcome
 
@@ -55,6 +56,17 @@ class TargetState:
     opens: int = 0  # times the circuit opened (a counter: short open periods between scrapes)
     trial_until: float = 0.0  # half-open trial claimed: skipped while clock() < trial_until
     last_change: float = field(default_factory=time.time)  # wall time of last health change
+    # Capacity: how many requests the server generates at once (None = unlimited). Set
+    # from config (`max_concurrency`) or, for `auto`, by discovery from the server.
+    capacity: int | None = None
+    # Load signals written by discovery: what the server itself reports, including
+    # requests other clients sent it. None = not known (no signal, or too old).
+    busy_reported: int | None = None  # busy slots / requests processing
+    deferred_reported: int | None = None  # waiting inside the server (llama.cpp deferred)
+    signals_at: float = 0.0  # clock() when the signals above were read
+    # Models written by discovery (None = not discovered: any model may be there).
+    models_installed: frozenset[str] | None = None
+    models_loaded: frozenset[str] | None = None
 
     def available(self, now: float) -> bool:
         return self.healthy and now >= self.open_until and now >= self.trial_until
@@ -110,6 +122,11 @@ class Balancer(ABC):
         self.options = options
         self.rng = rng if rng is not None else random.Random()
         self.breaker = Breaker(options, wall)
+        # Any target with a capacity (set once from config, or later by discovery for
+        # `auto`): only then does eligible() pay for the capacity check.
+        self.limited = any(s.capacity is not None for s in self.states)
+        # Called after a report or release frees a slot (the admission queue listens).
+        self.on_free: Callable[[TargetState], None] | None = None
 
     def eligible(self, candidates: Sequence[TargetState], ctx: PickContext) -> list[TargetState]:
         now = self.clock()
@@ -117,6 +134,9 @@ class Balancer(ABC):
         avail = [
             s for s in candidates if s.healthy and now >= s.open_until and now >= s.trial_until
         ]
+        if self.limited:
+            max_age = self.options.signal_max_age
+            avail = [s for s in avail if has_slot(s, now, max_age)]
         if ctx.tried:
             fresh = [s for s in avail if s not in ctx.tried]
             if fresh:
@@ -149,6 +169,11 @@ class Balancer(ABC):
         teaches nothing else and hands back a breaker trial."""
         state.in_flight -= 1
         state.requests += 1
+        self._learn(state, outcome)
+        if self.on_free is not None:
+            self.on_free(state)
+
+    def _learn(self, state: TargetState, outcome: Outcome) -> None:
         now = self.clock()
         opts = self.options
         if self.uses_usage:  # tokens served count whatever the verdict
@@ -176,3 +201,5 @@ class Balancer(ABC):
         nothing counted, its half-open trial handed back, if any."""
         state.in_flight -= 1
         self.breaker.release(state)
+        if self.on_free is not None:
+            self.on_free(state)

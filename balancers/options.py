@@ -19,6 +19,8 @@ class BalancerOptions:
     # Safety net only: a half-open trial that is neither reported nor released (a bug
     # in the caller) stops blocking the target after this many seconds.
     trial_timeout: float = 300.0
+    # Seconds a server-reported load figure counts (3 discovery intervals).
+    signal_max_age: float = 15.0
 
     def __post_init__(self) -> None:
         if self.latency_strategy not in LATENCY_STRATEGIES:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .base import Balancer, Clock, TargetState
 from .consistent_hashing import ConsistentHashing
+from .least_busy import LeastBusy
 from .least_connections import LeastConnections
 from .lowest_latency import LowestLatency
 from .lowest_usage import LowestUsage
@@ -22,6 +23,7 @@ _ALGORITHMS: dict[str, type[Balancer]] = {
     "least-connections": LeastConnections,
     "consistent-hashing": ConsistentHashing,
     "priority": Priority,
+    "least-busy": LeastBusy,
 }
 
 

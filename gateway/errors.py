@@ -52,6 +52,20 @@ def no_healthy_targets(route: str) -> str:
     return f"no healthy targets for route {route}"
 
 
+def queue_full(route: str, queued: bool) -> str:
+    if queued:
+        return f"route {route}: every target is at capacity and the queue is full"
+    return f"route {route}: every target is at capacity"
+
+
+def queue_timeout(route: str, timeout_ms: int) -> str:
+    return f"route {route}: no target had a free slot within {timeout_ms} ms"
+
+
+def bad_priority(header: str, lo: int, hi: int) -> str:
+    return f"{header} must be an integer from {lo} to {hi}"
+
+
 class GatewayError(Exception):
     """Raised inside the pipeline to answer with a gateway-made error."""
 

@@ -52,9 +52,39 @@ class TargetCollector(Collector):
             "Times the circuit breaker opened (catches open periods shorter than a scrape).",
             labels=labels,
         )
+        capacity = GaugeMetricFamily(
+            PREFIX + "target_capacity",
+            "Requests the target's server generates at once (max_concurrency, or read "
+            "from the server for auto); absent when unlimited.",
+            labels=labels,
+        )
+        busy_slots = GaugeMetricFamily(
+            PREFIX + "target_busy_slots",
+            "Busy slots the target's server reports itself (other clients included); "
+            "absent when the server reports none or the figure is stale.",
+            labels=labels,
+        )
+        depth = GaugeMetricFamily(
+            PREFIX + "queue_depth", "Requests waiting in the admission queue.", labels=["route"]
+        )
+        oldest = GaugeMetricFamily(
+            PREFIX + "queue_oldest_wait_seconds",
+            "How long the longest-waiting queued request has waited.",
+            labels=["route"],
+        )
         now = self.clock()
         for route in self.routes:
+            if route.admission is not None:
+                depth.add_metric([route.name], route.admission.depth)
+                oldest.add_metric([route.name], route.admission.oldest_wait())
+            max_age = route.balancer.options.signal_max_age
             for t in route.targets:
+                s = t.state
+                lv = [route.name, t.name]
+                if s.capacity is not None:
+                    capacity.add_metric(lv, s.capacity)
+                if s.busy_reported is not None and now - s.signals_at <= max_age:
+                    busy_slots.add_metric(lv, s.busy_reported)
                 s = t.state
                 lv = [route.name, t.name]
                 in_flight.add_metric(lv, s.in_flight)
@@ -64,7 +94,7 @@ class TargetCollector(Collector):
                 value = route.balancer.score(s, now)
                 if value is not None:
                     score.add_metric(lv, value)
-        return [in_flight, healthy, circuit, opens, score]
+        return [in_flight, healthy, circuit, opens, score, capacity, busy_slots, depth, oldest]
 
 
 class PoolCollector(Collector):

@@ -31,6 +31,7 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+QUEUE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BODY_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 OUTCOMES = (
     observe.SUCCESS,
@@ -99,6 +100,7 @@ class Metrics:
         self.registry.register(self.pools)
         self._children: dict[tuple[str, str], _TargetChildren] = {}
         self._route_children: dict[str, tuple[HistogramChild, HistogramChild, CounterChild]] = {}
+        self._queue_children: dict[str, tuple[HistogramChild, dict[str, CounterChild]]] = {}
         for route in routes:
             r = route.name
             self._route_children[r] = (
@@ -106,6 +108,11 @@ class Metrics:
                 self.overhead.labels(r),
                 self.failovers.labels(r),
             )
+            if route.admission is not None:
+                self._queue_children[r] = (
+                    self.queue_wait.labels(r),
+                    {k: self.queue_rejected.labels(r, k) for k in ("full", "timeout")},
+                )
             for t in route.targets:
                 self._children[(r, t.name)] = self._target_children(r, t)
             self._children[(r, NO_TARGET)] = self._target_children(r, None)
@@ -184,6 +191,19 @@ class Metrics:
             "Time spent in the gateway before the answering upstream request was sent.",
             ("route",),
             buckets=OVERHEAD_BUCKETS,
+            registry=reg,
+        )
+        self.queue_wait = Histogram(
+            PREFIX + "queue_wait_seconds",
+            "Time requests waited in the admission queue for a free slot (queued ones).",
+            ("route",),
+            buckets=QUEUE_BUCKETS,
+            registry=reg,
+        )
+        self.queue_rejected = Counter(
+            PREFIX + "queue_rejected",
+            "Requests refused by the admission queue: full (429) or timeout (503).",
+            ("route", "reason"),
             registry=reg,
         )
         self.kong_requests = Counter(
@@ -269,6 +289,12 @@ class Metrics:
         route = rec.route.name
         body_size, overhead, failovers = self._route_children[route]
         body_size.observe(rec.body_size)
+        if rec.queue_wait is not None or rec.queue_rejected is not None:
+            wait, rejected = self._queue_children[route]
+            if rec.queue_rejected is not None:
+                rejected[rec.queue_rejected].inc()
+            elif rec.queue_wait is not None:
+                wait.observe(rec.queue_wait)
         target = rec.target
         c = self._children[(route, target.name if target is not None else NO_TARGET)]
         key = (rec.outcome, f"{rec.status // 100}xx" if rec.status else "none")

@@ -55,6 +55,8 @@ class RequestRecord:
     ttft: float | None = None  # seconds from request start to the first answer byte
     duration: float = 0.0  # seconds, whole request (for streams the whole stream)
     usage: Usage | None = None
+    queue_wait: float | None = None  # seconds waited in the admission queue, if queued
+    queue_rejected: str | None = None  # full | timeout: refused by the admission queue
     error: str | None = None  # gateway-made error text, or the mid-stream error
     # The bytes aiohttp already holds for this request (a reference, not a copy); read
     # only by the access log when the target has log_payloads.

@@ -21,6 +21,8 @@ from balancers import Outcome, PickContext, Reason, TargetState, upstream_fault
 from . import errors, observe
 from .adapters.base import Call, ResponseError, TransformError
 from .adapters.common import estimated_usage
+from .admission import Admission, QueueRejected
+from .config.schema import PRIORITY_RANGE, QueueConfig
 from .errors import GatewayError
 from .failure import Failure, classify, retry_after, retryable, status_failure, unreadable
 from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
@@ -135,8 +137,13 @@ class Gateway:
         bal_cfg = route.cfg.balancer
         ctx = PickContext(hash_key=request.headers.get(bal_cfg.hash_on_header))
         untransformable: str | None = None
+        admission = route.admission
+        priority = _priority(request, bal_cfg.queue) if admission is not None else 0
         while True:
-            state = route.balancer.pick(candidates, ctx)
+            if admission is None:
+                state = route.balancer.pick(candidates, ctx)
+            else:
+                state = await self._admit(admission, candidates, ctx, priority, rec)
             if state is None:
                 break
             target = route.targets[state.index]
@@ -169,6 +176,27 @@ class Gateway:
             if rec.attempts > bal_cfg.retries or not retryable(result, bal_cfg.failover_criteria):
                 break
         return self._give_up(route, att, candidates, untransformable)
+
+    async def _admit(
+        self,
+        admission: Admission,
+        candidates: list[TargetState],
+        ctx: PickContext,
+        priority: int,
+        rec: RequestRecord,
+    ) -> TargetState | None:
+        """A pick through the route's capacity: may wait in its queue (the time waited
+        is recorded) or be refused (429 / 503, recorded by reason)."""
+        started = self.clock()
+        try:
+            state, waited = await admission.admit(candidates, ctx, priority)
+        except QueueRejected as exc:
+            rec.queue_rejected = exc.reason
+            rec.queue_wait = (rec.queue_wait or 0.0) + self.clock() - started
+            raise
+        if waited is not None:
+            rec.queue_wait = (rec.queue_wait or 0.0) + waited
+        return state
 
     @staticmethod
     def _request_bytes(
@@ -420,3 +448,21 @@ class Gateway:
                 failure=end.failure if not (end.cancelled or end.shutdown) else None,
             ),
         )
+
+
+def _priority(request: web.Request, queue: QueueConfig | None) -> int:
+    """The request's queue priority (higher first); 400 when the header is not a small
+    integer. 0 without the header or without a queue."""
+    if queue is None:
+        return 0
+    raw = request.headers.get(queue.priority_header)
+    if raw is None:
+        return 0
+    lo, hi = PRIORITY_RANGE
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = hi + 1
+    if not lo <= value <= hi:
+        raise GatewayError(400, errors.bad_priority(queue.priority_header, lo, hi))
+    return value

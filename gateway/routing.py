@@ -18,10 +18,14 @@ from balancers.base import Clock
 from . import errors
 from .adapters import get_adapter
 from .adapters.base import Adapter
+from .admission import Admission
 from .config import RouteConfig, TargetConfig
 from .failure import timeouts
 from .http1 import Origin, Timeouts
 from .outbound import RequestTemplate, origin_of
+
+# Seconds between two reads of a server's models and load (discovery).
+DISCOVERY_INTERVAL = 5.0
 
 
 @dataclass(eq=False, slots=True)
@@ -43,7 +47,14 @@ def _make_target(cfg: TargetConfig, index: int) -> Target:
     origin = origin_of(url)
     return Target(
         cfg=cfg,
-        state=TargetState(index=index, name=cfg.name, weight=cfg.weight),
+        state=TargetState(
+            index=index,
+            name=cfg.name,
+            weight=cfg.weight,
+            # `auto` starts at one slot until discovery has read the server's count:
+            # never more in flight than the server may take.
+            capacity=1 if cfg.auto_concurrency else cfg.max_concurrency,
+        ),
         adapter=get_adapter(cfg.options.llama2_format),
         origin=origin,
         request=RequestTemplate(url, origin, cfg.auth),
@@ -58,6 +69,7 @@ class Route:
     balancer: Balancer
     timeout: Timeouts
     secrets: tuple[str, ...]
+    admission: Admission | None = None  # when any target has a capacity
     # Model-based candidate sets, as balancer states.
     by_alias: dict[str, list[TargetState]] = field(default_factory=dict)
     by_name: dict[str, list[TargetState]] = field(default_factory=dict)
@@ -95,6 +107,7 @@ def _balancer_options(cfg: RouteConfig) -> BalancerOptions:
         slots=b.slots,
         max_fails=b.max_fails,
         fail_timeout=b.fail_timeout / 1000,  # Kong's milliseconds
+        signal_max_age=3 * DISCOVERY_INTERVAL,
     )
 
 
@@ -108,6 +121,9 @@ def build_route(cfg: RouteConfig, clock: Clock) -> Route:
         timeout=timeouts(cfg.balancer),
         secrets=cfg.secrets(),
     )
+    if any(t.state.capacity is not None for t in targets):
+        route.balancer.limited = True
+        route.admission = Admission(cfg.name, route.balancer, cfg.balancer.queue, clock)
     names: set[str] = set()
     for t in targets:
         m = t.cfg.model

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from balancers import TargetState
+
     from .health import HealthChecker
     from .routing import Route, Target
 
@@ -59,6 +61,28 @@ def target_status(
         "score": route.balancer.score(s, now),
         "requests": s.requests,
         "failures": s.failures,
+        "capacity": s.capacity,  # null: unlimited
+        "busy_reported": _fresh_busy(route, s, now),  # null: the server reports none
+        "models_installed": sorted(s.models_installed) if s.models_installed else None,
+        "models_loaded": sorted(s.models_loaded) if s.models_loaded is not None else None,
+    }
+
+
+def _fresh_busy(route: Route, s: TargetState, now: float) -> int | None:
+    if s.busy_reported is None or now - s.signals_at > route.balancer.options.signal_max_age:
+        return None
+    return s.busy_reported
+
+
+def queue_status(route: Route) -> dict[str, Any] | None:
+    a = route.admission
+    if a is None:
+        return None
+    q = route.cfg.balancer.queue
+    return {
+        "depth": a.depth,
+        "oldest_wait": round(a.oldest_wait(), 3),
+        "max_size": q.max_size if q is not None else 0,
     }
 
 
@@ -79,6 +103,7 @@ def status_document(
                 "paths": list(r.cfg.paths),
                 "route_type": r.cfg.route_type,
                 "algorithm": r.cfg.balancer.algorithm,
+                "queue": queue_status(r),
                 "targets": [target_status(r, t, now, health) for t in r.targets],
             }
             for r in routes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ._checks import Checker
@@ -11,7 +12,10 @@ from .schema import (
     ActiveHealthcheck,
     BalancerConfig,
     HealthDirection,
+    QueueConfig,
 )
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class BalancerChecks(Checker):
@@ -33,6 +37,7 @@ class BalancerChecks(Checker):
                 "max_fails",
                 "fail_timeout",
                 "healthchecks",
+                "queue",
             },
             {},
         )
@@ -79,6 +84,25 @@ class BalancerChecks(Checker):
             max_fails=self.number(d, "max_fails", path, b.max_fails, integer=True, lo=0, hi=32767),
             fail_timeout=ms("fail_timeout", b.fail_timeout),
             healthchecks=self.healthchecks(d, path),
+            queue=self.queue(d.get("queue"), f"{path}.queue"),
+        )
+
+    def queue(self, raw: Any, path: str) -> QueueConfig | None:
+        if raw is None:
+            return None
+        q = self.mapping(raw, path, {"max_size", "timeout", "priority_header"}, {})
+        default = QueueConfig()
+        header = self.string(q, "priority_header", path, default.priority_header)
+        if isinstance(header, str) and not _TOKEN.fullmatch(header):
+            self.err(f"{path}.priority_header", "must be an HTTP header name")
+        return QueueConfig(
+            max_size=self.number(
+                q, "max_size", path, default.max_size, integer=True, lo=1, hi=1_000_000
+            ),
+            timeout=self.number(
+                q, "timeout", path, default.timeout, integer=True, lo=1, hi=2**31 - 1
+            ),
+            priority_header=header,
         )
 
     def healthchecks(self, d: dict, path: str) -> ActiveHealthcheck | None:

@@ -42,7 +42,16 @@ _KONG_DEFAULTS_AUTH = {
     "aws_access_key_id": None,
     "aws_secret_access_key": None,
 }
-_TARGET_KEYS = {"route_type", "model", "auth", "logging", "weight", "description", "name"}
+_TARGET_KEYS = {
+    "route_type",
+    "model",
+    "auth",
+    "logging",
+    "weight",
+    "description",
+    "name",
+    "max_concurrency",
+}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -71,6 +80,7 @@ class TargetChecks(Checker):
         weight = self.number(d, "weight", path, 100, integer=True, lo=1, hi=65535)
         description = self.string(d, "description", path, None)
         name = self.string(d, "name", path, "")
+        limit, auto = self.max_concurrency(d, path, model)
         if route_type is None or model is None:
             return None
         return TargetConfig(
@@ -81,7 +91,28 @@ class TargetChecks(Checker):
             logging=logging_cfg,
             weight=weight,
             description=description,
+            max_concurrency=limit,
+            auto_concurrency=auto,
         )
+
+    def max_concurrency(
+        self, d: dict[str, Any], path: str, model: ModelConfig | None
+    ) -> tuple[int | None, bool]:
+        """An integer >= 1, or `auto` where the server reports its slots (llama.cpp)."""
+        value = d.get("max_concurrency")
+        if value is None:
+            return None, False
+        if value == "auto":
+            o = model.options if model is not None else None
+            if o is not None and not (o.llama2_format == "raw" and o.raw_flavor == "llamacpp"):
+                self.err(
+                    f"{path}.max_concurrency",
+                    "auto reads the slot count from llama-server (llama2_format: raw with "
+                    f"raw_flavor: llamacpp); a {o.llama2_format} server cannot tell it: "
+                    "set a number",
+                )
+            return None, True
+        return self.number(d, "max_concurrency", path, None, integer=True, lo=1, hi=65535), False
 
     def model(self, raw: Any, path: str) -> ModelConfig | None:
         if raw is None:

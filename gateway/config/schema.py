@@ -15,8 +15,8 @@ CHAT = "llm/v1/chat"
 COMPLETIONS = "llm/v1/completions"
 ROUTE_TYPES = (CHAT, COMPLETIONS)
 FORMATS = ("raw", "ollama", "openai")
-# Kong's names, in Kong's order; each has a module in balancers/ (Kong's optional
-# `semantic` needs embeddings and is not offered).
+# Kong's names, in Kong's order, then ours; each has a module in balancers/ (Kong's
+# optional `semantic` needs embeddings and is not offered).
 ALGORITHMS = (
     "round-robin",
     "lowest-latency",
@@ -24,6 +24,7 @@ ALGORITHMS = (
     "least-connections",
     "consistent-hashing",
     "priority",
+    "least-busy",  # ours: fewest busy slots ÷ capacity, then lowest latency
 )
 assert frozenset(ALGORITHMS) == implemented(), "config and balancers disagree"
 MAX_RESPONSE_BODY = 8 * 1024 * 1024  # bytes; a long non-stream answer is ~100 KiB
@@ -133,6 +134,10 @@ class TargetConfig:
     logging: LoggingConfig = LoggingConfig()
     weight: int = 100
     description: str | None = None
+    # Our extension: requests generated at once on this target's server (None =
+    # unlimited); `auto_concurrency` reads it from the server (llama.cpp slots).
+    max_concurrency: int | None = None
+    auto_concurrency: bool = False
 
     @property
     def options(self) -> ModelOptions:
@@ -160,6 +165,19 @@ class ActiveHealthcheck:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Our extension: the route's admission queue (used when every allowed target is
+    at `max_concurrency`)."""
+
+    max_size: int = 100
+    timeout: int = 60000  # ms, like Kong's other balancer timeouts
+    priority_header: str = "X-Priority"
+
+
+PRIORITY_RANGE = (-10, 10)  # X-Priority values: higher first
+
+
+@dataclass(frozen=True, slots=True)
 class BalancerConfig:
     algorithm: str = "round-robin"
     tokens_count_strategy: str = "total-tokens"
@@ -174,6 +192,7 @@ class BalancerConfig:
     max_fails: int = 0
     fail_timeout: int = 10000
     healthchecks: ActiveHealthcheck | None = ActiveHealthcheck()
+    queue: QueueConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

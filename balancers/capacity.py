@@ -1,0 +1,28 @@
+"""How busy a target is, and whether it has a free slot: what the gateway has in flight
+there and what the server itself reports (load from other clients included).
+
+A server-reported figure counts only while fresh: discovery polls every few seconds, and
+an old figure would keep a target "full" (or "free") long after it changed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import TargetState
+
+
+def busy(s: TargetState, now: float, max_age: float) -> int:
+    """Requests the target is generating now, as far as we know: the server's own count
+    (which includes ours) when fresh, never less than what we have in flight there."""
+    reported = s.busy_reported
+    if reported is not None and now - s.signals_at <= max_age and reported > s.in_flight:
+        return reported
+    return s.in_flight
+
+
+def has_slot(s: TargetState, now: float, max_age: float) -> bool:
+    """A target without a capacity always has room (today's unlimited behaviour)."""
+    cap = s.capacity
+    return cap is None or busy(s, now, max_age) < cap
