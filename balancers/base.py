@@ -134,13 +134,15 @@ class Balancer(ABC):
         avail = [
             s for s in candidates if s.healthy and now >= s.open_until and now >= s.trial_until
         ]
-        if self.limited:
-            max_age = self.options.signal_max_age
-            avail = [s for s in avail if has_slot(s, now, max_age)]
         if ctx.tried:
             fresh = [s for s in avail if s not in ctx.tried]
             if fresh:
-                return fresh
+                avail = fresh
+        if self.limited:
+            # After the choice of untried targets: a retry waits for an untried target
+            # that is only full rather than going back to one that just failed.
+            max_age = self.options.signal_max_age
+            avail = [s for s in avail if has_slot(s, now, max_age)]
         return avail
 
     def pick(self, candidates: Sequence[TargetState], ctx: PickContext) -> TargetState | None:

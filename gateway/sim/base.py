@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,11 @@ class Behaviour:
     Everything except `loading` applies to generation requests only (non-GET), so
     health probes keep answering normally. The *_after knobs count token frames and
     affect streaming responses only.
+
+    `tokens_per_second` is one slot's generation speed: once a generation has its slot,
+    token k (from 1) is due k / tokens_per_second seconds later, streamed or not, so
+    a generation of n tokens holds its slot n / tokens_per_second seconds whatever else
+    runs. None keeps the older timing: `token_interval` between stream frames.
     """
 
     status: int | None = None
@@ -46,6 +52,7 @@ class Behaviour:
     drop_connection: bool = False
     loading: bool = False
     stall_after: int | None = None
+    tokens_per_second: float | None = None
 
 
 @dataclass
@@ -252,6 +259,89 @@ def abort(request: web.Request) -> web.Response:
     return web.Response()
 
 
+class QueueFull(Exception):
+    """A generation refused because the server's queue is full (Ollama's 503); raised
+    before any response byte, so the dialect can still answer with its own error."""
+
+
+class SlotPool:
+    """The server's generation slots (llama-server `--parallel`, OLLAMA_NUM_PARALLEL)
+    and the FIFO queue in front of them, as real servers hold what they cannot run yet.
+
+    `size` None: unlimited, every generation starts at once on slot 0 (one slot is all
+    the llama.cpp fake showed before slots existed). `queue_limit`: how many may wait
+    before a newcomer is refused with `QueueFull`; None waits without limit.
+    """
+
+    def __init__(self, size: int | None, queue_limit: int | None = None) -> None:
+        if size is not None and size < 1:
+            raise ValueError("slots must be at least 1 (None: unlimited)")
+        if queue_limit is not None and queue_limit < 0:
+            raise ValueError("queue_limit must be at least 0 (None: unlimited)")
+        self.size = size
+        self.queue_limit = queue_limit
+        self._free = list(range(size or 0))
+        self._waiters: deque[asyncio.Future[int]] = deque()
+        self.busy_ids: set[int] = set()
+        self.active = 0
+        # The proof a benchmark asserts on: never above `size`.
+        self.max_active = 0
+        self.started = 0
+        self.refused = 0
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    async def acquire(self) -> int:
+        """Wait for a free slot, in arrival order; the slot's id."""
+        if self.size is None:
+            return self._start(0)
+        if self._free and not self.waiting:
+            return self._start(self._free.pop(0))
+        if self.queue_limit is not None and self.waiting >= self.queue_limit:
+            self.refused += 1
+            raise QueueFull
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            slot = await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Handed a slot just as the waiter left: the next one gets it.
+                self._give(fut.result())
+            else:
+                fut.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+            raise
+        return self._start(slot)
+
+    def release(self, slot: int) -> None:
+        self.active -= 1
+        if self.size is None:
+            return
+        self.busy_ids.discard(slot)
+        self._give(slot)
+
+    def _start(self, slot: int) -> int:
+        self.active += 1
+        self.started += 1
+        self.max_active = max(self.max_active, self.active)
+        if self.size is not None:
+            self.busy_ids.add(slot)
+        return slot
+
+    def _give(self, slot: int) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(slot)
+                return
+        self._free.append(slot)
+        self._free.sort()
+
+
 class Core:
     """State and behaviour shared by every kind; the dialects add the wire formats."""
 
@@ -262,6 +352,10 @@ class Core:
         text: str | None,
         behaviour: Behaviour | None,
         api_key: str | None,
+        *,
+        slots: int | None = None,
+        queue_limit: int | None = None,
+        loaded: Sequence[str] | None = None,
     ) -> None:
         self.kind = kind
         self.models = list(models)
@@ -271,13 +365,34 @@ class Core:
         self.received: list[Received] = []
         self.cancelled = 0
         self.active_streams = 0
+        # Generations that ran to their end (a stream cut by a fault knob did not).
+        self.completed = 0
         self.stream_cancelled = asyncio.Event()
-        # Generations in progress, streaming or not (llama.cpp /slots and /metrics).
-        self.busy = 0
+        self.pool = SlotPool(slots, queue_limit)
+        # Models in memory (Ollama's /api/ps); a generation loads its model.
+        self.loaded = list(self.models if loaded is None else loaded)
+        unknown = [m for m in self.loaded if m not in self.models]
+        if unknown:
+            raise ValueError(f"loaded models {unknown} are not among the models {self.models}")
         self.prompt_tokens_total = 0
         self.predicted_tokens_total = 0
         # Set by stop(): streams it cancels were not abandoned by their client.
         self.stopping = False
+
+    @property
+    def busy(self) -> int:
+        """Generations holding a slot, streaming or not (llama.cpp /slots, /metrics)."""
+        return self.pool.active
+
+    @property
+    def waiting(self) -> int:
+        """Generations queued for a slot (llama.cpp's `requests_deferred`)."""
+        return self.pool.waiting
+
+    @property
+    def max_active(self) -> int:
+        """The most generations that ever ran at once."""
+        return self.pool.max_active
 
     def expected_text(self, n: int) -> str:
         return "".join(tokenize(self.text, n))
@@ -333,15 +448,25 @@ class Core:
         self.prompt_tokens_total += plan.prompt_tokens
         self.predicted_tokens_total += plan.n_predicted
 
-    async def generate(self, plan: Plan) -> None:
-        """Non-stream: spend the time the tokens would have taken."""
-        self.account(plan)
-        self.busy += 1
+    async def generate(self, plan: Plan, on_slot: Callable[[int], None] | None = None) -> None:
+        """Non-stream: wait for a slot, then spend the time the tokens would have taken.
+
+        `on_slot` learns which slot the generation got (llama.cpp's /slots shows it).
+        Raises `QueueFull` when the queue refuses it.
+        """
+        slot = await self.pool.acquire()
         try:
-            if self.behaviour.token_interval > 0 and plan.n:
+            if on_slot is not None:
+                on_slot(slot)
+            self.account(plan)
+            tps = self.behaviour.tokens_per_second
+            if tps:
+                await asyncio.sleep(plan.n_generated / tps)
+            elif self.behaviour.token_interval > 0 and plan.n:
                 await asyncio.sleep(self.behaviour.token_interval * plan.n)
+            self.completed += 1
         finally:
-            self.busy -= 1
+            self.pool.release(slot)
 
     async def stream(
         self,
@@ -355,21 +480,52 @@ class Core:
         plan: Plan | None = None,
         headers: Mapping[str, str] | None = None,
         close_after: bool = False,
+        on_slot: Callable[[int], None] | None = None,
     ) -> web.StreamResponse:
         """Write a stream frame by frame, applying the streaming fault knobs.
 
+        The stream first waits for a slot (raising `QueueFull` when the queue refuses
+        it), and only then sends its head: the wait shows as time to first token.
         `tokens` is consumed lazily so per-frame timestamps are real; `final` is called
         only once every token is out. die/error/stall counts refer to token frames.
         `headers` replace the default Cache-Control. `close_after` closes the
         connection once the stream is over without saying so in the headers (as
         llama-server does), so a client that pools it finds it dead on reuse.
         """
+        try:
+            slot = await self.pool.acquire()
+        except asyncio.CancelledError:
+            if not self.stopping:
+                self._client_gone()
+            raise
+        try:
+            if on_slot is not None:
+                on_slot(slot)
+            return await self._stream(
+                request, content_type, tokens, final, error, head, plan, headers, close_after
+            )
+        finally:
+            self.pool.release(slot)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        content_type: str,
+        tokens: Iterable[bytes],
+        final: Callable[[], Iterable[bytes]],
+        error: bytes,
+        head: Sequence[bytes],
+        plan: Plan | None,
+        headers: Mapping[str, str] | None,
+        close_after: bool,
+    ) -> web.StreamResponse:
         if plan is not None:
             self.account(plan)
         extra = {"Cache-Control": "no-cache"} if headers is None else dict(headers)
         resp = web.StreamResponse(headers={"Content-Type": content_type, **extra})
         self.active_streams += 1
-        self.busy += 1
+        tps = self.behaviour.tokens_per_second
+        started = asyncio.get_running_loop().time()
         try:
             await resp.prepare(request)
             if close_after:
@@ -382,7 +538,11 @@ class Core:
             for frame in tokens:
                 if await self._interrupted(request, resp, sent, error):
                     return resp
-                if sent and self.behaviour.token_interval > 0:
+                if tps:
+                    # Due times from the start, not sleeps in a row: the event loop's
+                    # own delays must not slow the slot down.
+                    await _sleep_until(started + (sent + 1) / tps)
+                elif sent and self.behaviour.token_interval > 0:
                     await asyncio.sleep(self.behaviour.token_interval)
                 await self._write(resp, frame)
                 sent += 1
@@ -390,6 +550,7 @@ class Core:
                 return resp
             for frame in final():
                 await self._write(resp, frame)
+            self.completed += 1
             return resp
         except ConnectionResetError:
             # The write found the socket gone before the cancellation arrived.
@@ -401,7 +562,6 @@ class Core:
             raise
         finally:
             self.active_streams -= 1
-            self.busy -= 1
 
     def _client_gone(self) -> None:
         self.cancelled += 1
@@ -433,6 +593,12 @@ class Core:
             await resp.write(part)
 
 
+async def _sleep_until(when: float) -> None:
+    delay = when - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 class Dialect:
     """One server kind's routes and error shapes, bound to the shared `Core`."""
 
@@ -454,6 +620,10 @@ class Dialect:
     def unavailable(self) -> web.Response | None:
         """A state-driven refusal of generation requests (llama.cpp while loading)."""
         return None
+
+    def queue_full(self, request: web.Request) -> web.Response:
+        """The answer when the queue refuses a generation (only Ollama has a limit)."""
+        return self.status_error(503, self.model_of(request))
 
     def model_of(self, request: web.Request) -> str:
         body = body_of(request)

@@ -1,5 +1,5 @@
 """llama.cpp `llama-server` (native `/completion` with SSE streams, `/health`, `/slots`,
-`/metrics`, and its OpenAI-compatible `/v1` layer).
+`/props`, `/metrics`, and its OpenAI-compatible `/v1` layer).
 
 Modelled on a real llama-server, down to what surprises clients: it closes the
 connection after every streamed answer although the headers say `Keep-Alive`, and after
@@ -13,7 +13,7 @@ import secrets
 import string
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -59,6 +59,10 @@ _EOS_ID = 2  # Llama's </s>
 _FIRST_WORD_ID = 259  # after <unk>, <s>, </s> and the 256 byte tokens
 _VOCAB = 32000
 _FINGERPRINT = "b0-unknown"  # a build without version information
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] }}"
+    "{% endfor %}"
+)
 _ID_CHARS = string.ascii_letters + string.digits
 # nlohmann::json's words, which llama-server quotes in its 400s.
 _EMPTY_INPUT = (
@@ -184,10 +188,11 @@ def _eos_text(plan: Plan) -> str:
 
 
 class _Slot:
-    """llama-server's one slot as `/slots` shows it: a never-used slot only says what
-    it is; after a first task it also tells the last (or current) task."""
+    """One llama-server slot as `/slots` shows it: a never-used slot only says what it
+    is; after a first task it also tells the last (or current) task."""
 
-    def __init__(self) -> None:
+    def __init__(self, id_: int = 0) -> None:
+        self.id = id_
         self.tasks = 0
         self.task: dict[str, Any] | None = None
         self.n_predict = -1
@@ -206,7 +211,7 @@ class _Slot:
 
     def view(self, busy: bool) -> dict[str, Any]:
         slot: dict[str, Any] = {
-            "id": 0,
+            "id": self.id,
             "n_ctx": _N_CTX,
             "speculative": False,
             "is_processing": busy,
@@ -237,9 +242,9 @@ class LlamaCppOpenAI(OpenAIDialect):
     json_type = _JSON
     close_on_error = True
 
-    def __init__(self, core: Core, slot: _Slot) -> None:
+    def __init__(self, core: Core, slots: list[_Slot]) -> None:
         super().__init__(core, owned_by="llamacpp", any_model=True)
-        self.slot = slot
+        self.slots = slots
 
     def error_obj(
         self,
@@ -269,11 +274,38 @@ class LlamaCppOpenAI(OpenAIDialect):
 
     def reply(self, chat: bool, model: str, plan: Plan, body: dict[str, Any]) -> Reply:
         n_predict = body.get("max_completion_tokens", body.get("max_tokens"))
-        self.slot.begin(plan, _settings(body, n_predict, as_stops(body.get("stop"))))
-        return _OpenAIReply(chat, server_model(self.core), plan, self.slot)
+        settings = _settings(body, n_predict, as_stops(body.get("stop")))
+        return _OpenAIReply(chat, server_model(self.core), plan, _Binder(self.slots, settings))
+
+    def slot_hook(self, reply: Reply) -> Callable[[int], None] | None:
+        return reply.binder.bind if isinstance(reply, _OpenAIReply) else None
 
     def stream_options(self) -> dict[str, Any]:
         return {"headers": _STREAM_HEADERS, "close_after": True}
+
+
+class _Binder:
+    """Ties a generation to the slot it is given once its wait is over (`bind` is the
+    core's `on_slot`); until then the reply has no slot to report its progress to."""
+
+    def __init__(self, slots: list[_Slot], settings: dict[str, Any]) -> None:
+        self.slots = slots
+        self.settings = settings
+        self.plan: Plan | None = None
+        self.slot: _Slot | None = None
+
+    def bind(self, slot_id: int) -> None:
+        self.slot = self.slots[slot_id]
+        if self.plan is not None:
+            self.slot.begin(self.plan, self.settings)
+
+    def decoded(self, n: int) -> None:
+        if self.slot is not None:
+            self.slot.decoded = n
+
+    @property
+    def id_slot(self) -> int:
+        return self.slot.id if self.slot is not None else -1
 
 
 def server_model(core: Core) -> str:
@@ -288,14 +320,16 @@ class LlamaCppDialect(Dialect):
 
     def __init__(self, core: Core) -> None:
         super().__init__(core)
-        self.slot = _Slot()
-        self.openai = LlamaCppOpenAI(core, self.slot)
+        # Without a slot limit the fake shows one slot, busy while anything generates.
+        self.slots = [_Slot(i) for i in range(core.pool.size or 1)]
+        self.openai = LlamaCppOpenAI(core, self.slots)
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/health", self.health),
             web.get("/v1/health", self.health),
-            web.get("/slots", self.slots),
+            web.get("/slots", self.slot_list),
+            web.get("/props", self.props),
             web.get("/metrics", self.metrics),
             web.post("/completion", self.completion),
             web.post("/completions", self.completion),
@@ -317,8 +351,33 @@ class LlamaCppDialect(Dialect):
     async def health(self, request: web.Request) -> web.Response:
         return self.unavailable() or json_response({"status": "ok"}, 200, _JSON)
 
-    async def slots(self, request: web.Request) -> web.Response:
-        return json_response([self.slot.view(self.core.busy > 0)], 200, _JSON)
+    def _busy(self, slot: _Slot) -> bool:
+        pool = self.core.pool
+        return slot.id in pool.busy_ids if pool.size is not None else pool.active > 0
+
+    async def slot_list(self, request: web.Request) -> web.Response:
+        return json_response([slot.view(self._busy(slot)) for slot in self.slots], 200, _JSON)
+
+    async def props(self, request: web.Request) -> web.Response:
+        model = server_model(self.core)
+        return json_response(
+            {
+                "default_generation_settings": {
+                    "params": _settings({}, -1, []),
+                    "n_ctx": _N_CTX,
+                },
+                "total_slots": len(self.slots),
+                "model_alias": model,
+                "model_path": model,
+                "modalities": {"vision": False, "audio": False},
+                "chat_template": _CHAT_TEMPLATE,
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "build_info": _FINGERPRINT,
+            },
+            200,
+            _JSON,
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         core = self.core
@@ -336,7 +395,7 @@ class LlamaCppDialect(Dialect):
                 core.predicted_tokens_total,
             ),
             ("requests_processing", "gauge", "Number of requests processing.", core.busy),
-            ("requests_deferred", "gauge", "Number of requests deferred.", 0),
+            ("requests_deferred", "gauge", "Number of requests deferred.", core.waiting),
         ]
         lines: list[str] = []
         for name, kind, help_, value in series:
@@ -362,11 +421,12 @@ class LlamaCppDialect(Dialect):
         stops = as_stops(body.get("stop"))
         plan = self.core.plan(body, as_int(n_predict), stops)
         settings = _settings(body, n_predict, stops)
-        self.slot.begin(plan, settings)
+        binder = _Binder(self.slots, settings)
+        binder.plan = plan
         prompt = body["prompt"] if isinstance(body["prompt"], str) else ""
-        reply = _Reply(server_model(self.core), plan, settings, prompt, self.slot)
+        reply = _Reply(server_model(self.core), plan, settings, prompt, binder)
         if not settings["stream"]:
-            await self.core.generate(plan)
+            await self.core.generate(plan, on_slot=binder.bind)
             return json_response(reply.final(plan.text), 200, _JSON)
         return await self.core.stream(
             request,
@@ -377,6 +437,7 @@ class LlamaCppDialect(Dialect):
             plan=plan,
             headers=_STREAM_HEADERS,
             close_after=True,
+            on_slot=binder.bind,
         )
 
 
@@ -389,13 +450,13 @@ class _Reply:
     with its id, then the final event."""
 
     def __init__(
-        self, model: str, plan: Plan, settings: dict[str, Any], prompt: str, slot: _Slot
+        self, model: str, plan: Plan, settings: dict[str, Any], prompt: str, binder: _Binder
     ) -> None:
         self.model = model
         self.plan = plan
         self.settings = settings
         self.prompt = prompt
-        self.slot = slot
+        self.binder = binder
         self.started = time.perf_counter()
 
     def final(self, content: str) -> dict[str, Any]:
@@ -404,7 +465,7 @@ class _Reply:
             "index": 0,
             "content": content,
             "tokens": [],
-            "id_slot": 0,
+            "id_slot": self.binder.id_slot,
             "stop": True,
             "model": self.model,
             "tokens_predicted": plan.n_predicted,
@@ -428,7 +489,7 @@ class _Reply:
         if plan.finish == "eos":
             pieces.append((_EOS_ID, _eos_text(plan)))
         for i, (token_id, text) in enumerate(pieces):
-            self.slot.decoded = i + 1
+            self.binder.decoded(i + 1)
             event: dict[str, Any] = {
                 "index": 0,
                 "content": text,
@@ -451,12 +512,13 @@ class _OpenAIReply(Reply):
     """llama-server's `/v1` bodies and chunks: no logprobs on chat choices, a
     `system_fingerprint`, usage with cache details and timings, no `"usage": null`."""
 
-    def __init__(self, chat: bool, model: str, plan: Plan, slot: _Slot) -> None:
+    def __init__(self, chat: bool, model: str, plan: Plan, binder: _Binder) -> None:
         super().__init__(chat, model, plan)
         # /v1/completions ids are chatcmpl- too.
         self.id = "chatcmpl-" + "".join(secrets.choice(_ID_CHARS) for _ in range(32))
         self.completion_tokens = plan.n_predicted
-        self.slot = slot
+        binder.plan = plan
+        self.binder = binder
         self.started = time.perf_counter()
         self.chunk_object = self.object + (".chunk" if chat else "")
 
@@ -498,7 +560,7 @@ class _OpenAIReply(Reply):
         if plan.finish == "eos":
             pieces.append(_eos_text(plan))
         for i, text in enumerate(pieces):
-            self.slot.decoded = i + 1
+            self.binder.decoded(i + 1)
             if self.chat and not text:
                 continue
             extra = {}

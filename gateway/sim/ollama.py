@@ -21,7 +21,7 @@ from gateway.sim.base import (
     json_response,
     received_of,
 )
-from gateway.sim.openai import OpenAIDialect, phrase
+from gateway.sim.openai import OpenAIDialect, Reply, phrase
 
 _JSON = "application/json; charset=utf-8"
 _NDJSON = "application/x-ndjson"
@@ -48,12 +48,25 @@ def _error(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status, _JSON)
 
 
+class _OllamaOpenAI(OpenAIDialect):
+    """Ollama's `/v1` layer: the same scheduler behind it, so a generation loads its
+    model too."""
+
+    def __init__(self, dialect: OllamaDialect) -> None:
+        super().__init__(
+            dialect.core, owned_by="library", known=dialect.known, counts_cut_stop=False
+        )
+        self.ollama = dialect
+
+    def reply(self, chat: bool, model: str, plan: Plan, body: dict[str, Any]) -> Reply:
+        self.ollama.load(model)
+        return super().reply(chat, model, plan, body)
+
+
 class OllamaDialect(Dialect):
     def __init__(self, core: Core) -> None:
         super().__init__(core)
-        self.openai = OpenAIDialect(
-            core, owned_by="library", known=self.known, counts_cut_stop=False
-        )
+        self.openai = _OllamaOpenAI(self)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -67,13 +80,29 @@ class OllamaDialect(Dialect):
         ]
 
     def known(self, model: str) -> bool:
-        # Ollama resolves a bare name to its ":latest" tag.
+        return self.installed(model) is not None
+
+    def installed(self, model: str) -> str | None:
+        """The installed model a requested name means: Ollama resolves a bare name to
+        its ":latest" tag."""
         models = self.core.models
-        return (
-            model in models
-            or f"{model}:latest" in models
-            or (model.endswith(":latest") and model.removesuffix(":latest") in models)
-        )
+        for name in (model, f"{model}:latest", model.removesuffix(":latest")):
+            if name in models:
+                return name
+        return None
+
+    def load(self, model: str) -> None:
+        name = self.installed(model)
+        if name is not None and name not in self.core.loaded:
+            self.core.loaded.append(name)
+
+    def queue_full(self, request: web.Request) -> web.Response:
+        message = _STATUS_MESSAGES[503]
+        if request.path.startswith("/v1/"):
+            # Ollama's OpenAI layer wraps every error; types other than 400/404 are
+            # "api_error".
+            return self.openai.error(503, message, "api_error")
+        return _error(503, message)
 
     def status_error(self, status: int, model: str) -> web.Response:
         message = _STATUS_MESSAGES.get(status, phrase(status).lower())
@@ -113,7 +142,7 @@ class OllamaDialect(Dialect):
     async def ps(self, request: web.Request) -> web.Response:
         loaded = [
             {**self._model_entry(m), "expires_at": "2099-01-01T00:00:00Z", "size_vram": 0}
-            for m in self.core.models
+            for m in self.core.loaded
         ]
         for entry in loaded:
             del entry["modified_at"]
@@ -150,6 +179,7 @@ class OllamaDialect(Dialect):
             return _error(400, "model is required")
         if not self.known(model):
             return self.status_error(404, model)
+        self.load(model)
         if not body.get("messages" if chat else "prompt"):
             # Ollama answers an empty conversation or prompt by just loading the model.
             return self._loaded(model, _content(chat, ""))

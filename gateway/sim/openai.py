@@ -154,8 +154,9 @@ class OpenAIDialect(Dialect):
         options = body.get("stream_options")
         reply = self.reply(chat, model, plan, body)
         reply.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        on_slot = self.slot_hook(reply)
         if body.get("stream") is not True:
-            await self.core.generate(plan)
+            await self.core.generate(plan, on_slot=on_slot)
             return json_response(reply.whole(), 200, self.json_type)
         return await self.core.stream(
             request,
@@ -165,6 +166,7 @@ class OpenAIDialect(Dialect):
             final=reply.final_frames,
             error=sse(self.error_obj(500, _SERVER_ERROR, "server_error")),
             plan=plan,
+            on_slot=on_slot,
             **self.stream_options(),
         )
 
@@ -196,6 +198,10 @@ class OpenAIDialect(Dialect):
         reply = Reply(chat, model, plan)
         reply.completion_tokens = plan.n_generated if self.counts_cut_stop else plan.n
         return reply
+
+    def slot_hook(self, reply: Reply) -> Callable[[int], None] | None:
+        """What learns the slot the generation gets, once it has one (llama.cpp's)."""
+        return None
 
     def stream_options(self) -> dict[str, Any]:
         """Extra arguments of `Core.stream` (headers, closing the connection)."""

@@ -9,7 +9,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from gateway.sim.base import Behaviour, Core, Dialect, abort, record
+from gateway.sim.base import Behaviour, Core, Dialect, QueueFull, abort, record
 from gateway.sim.llamacpp import LlamaCppDialect
 from gateway.sim.ollama import OllamaDialect
 from gateway.sim.openai import OpenAIDialect
@@ -28,7 +28,15 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class FakeUpstream(Core):
-    """A simulated upstream. Mutate `behaviour` between requests to inject faults."""
+    """A simulated upstream. Mutate `behaviour` between requests to inject faults.
+
+    `slots`: how many generations run at once (llama-server `--parallel`,
+    OLLAMA_NUM_PARALLEL); the rest wait in a FIFO queue, and their wait is part of their
+    time to first token. None: no limit. `queue_limit` (Ollama only, its
+    OLLAMA_MAX_QUEUE): when that many already wait, a newcomer gets Ollama's 503.
+    `loaded` (Ollama only): the models `/api/ps` lists as in memory at start (None:
+    every installed model); a generation loads its model.
+    """
 
     def __init__(
         self,
@@ -39,10 +47,25 @@ class FakeUpstream(Core):
         behaviour: Behaviour | None = None,
         name: str | None = None,
         api_key: str | None = None,
+        slots: int | None = None,
+        queue_limit: int | None = None,
+        loaded: Sequence[str] | None = None,
     ) -> None:
         if kind not in _DIALECTS:
             raise ValueError(f"unknown upstream kind {kind!r}")
-        super().__init__(kind, models, text, behaviour, api_key)
+        if kind != "ollama" and (queue_limit is not None or loaded is not None):
+            # Silently ignored knobs would make a test pass for the wrong reason.
+            raise ValueError("queue_limit and loaded are Ollama's (OLLAMA_MAX_QUEUE, /api/ps)")
+        super().__init__(
+            kind,
+            models,
+            text,
+            behaviour,
+            api_key,
+            slots=slots,
+            queue_limit=queue_limit,
+            loaded=loaded,
+        )
         self.name = name or kind
         self.host = "127.0.0.1"
         self.port = 0
@@ -51,6 +74,9 @@ class FakeUpstream(Core):
         self.app = web.Application(middlewares=[self._middleware], client_max_size=64 << 20)
         self.app.add_routes(self.dialect.routes())
         self._runner: web.AppRunner | None = None
+        # What kill() cut: generations running and waiting at that moment.
+        self.killed_active: int | None = None
+        self.killed_waiting: int | None = None
 
     def __repr__(self) -> str:
         return f"<FakeUpstream {self.name} {self.kind} {self.url()}>"
@@ -88,6 +114,24 @@ class FakeUpstream(Core):
             self.stopping = True
             await runner.cleanup()
 
+    async def kill(self) -> None:
+        """Die like a crashed server: stop listening, then drop every open connection
+        at once (no response end, no FIN first). Running and queued generations are
+        cut; new connections are refused. Not restartable: make a new one."""
+        if self._runner is None:
+            return
+        runner, self._runner = self._runner, None
+        self.stopping = True  # the streams cut here were not abandoned by their client
+        self.killed_active, self.killed_waiting = self.busy, self.waiting
+        for site in list(runner.sites):
+            await site.stop()
+        server = runner.server
+        if server is not None:
+            for handler in server.connections:
+                if handler.transport is not None:
+                    handler.transport.abort()
+        await runner.cleanup()
+
     async def __aenter__(self) -> FakeUpstream:
         await self.start()
         return self
@@ -121,4 +165,7 @@ class FakeUpstream(Core):
             return self.dialect.status_error(b.status, self.dialect.model_of(request))
         if generation and (refusal := self.dialect.unavailable()) is not None:
             return refusal
-        return await handler(request)
+        try:
+            return await handler(request)
+        except QueueFull:
+            return self.dialect.queue_full(request)
