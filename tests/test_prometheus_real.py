@@ -79,6 +79,10 @@ EXPECTED_SERIES = (
     "llama_gateway_target_healthy",
     "llama_gateway_circuit_open",
     "llama_gateway_target_score",
+    "llama_gateway_target_capacity",
+    "llama_gateway_queue_depth",
+    "llama_gateway_queue_wait_seconds_count",
+    "llama_gateway_queue_rejected_total",
     "kong_ai_llm_requests_total",
     "kong_ai_llm_tokens_total",
     "kong_ai_llm_cost_total",
@@ -303,6 +307,7 @@ async def test_dashboard_and_rules_against_real_prometheus(upstream, gateway, pr
         "openai", models=("mistral",), behaviour=Behaviour(n_tokens=4, token_interval=0.002)
     )
     broken = await upstream("ollama", behaviour=Behaviour(status=500))
+    slow = await upstream("ollama", behaviour=Behaviour(n_tokens=4, token_interval=0.1))
     dead = f"http://127.0.0.1:{_free_port()}/api/chat"
     gw = await gateway(
         route(
@@ -325,6 +330,13 @@ async def test_dashboard_and_rules_against_real_prometheus(upstream, gateway, pr
             name="usage",
             balancer={"algorithm": "lowest-usage"},
         ),
+        # One slot and a queue: concurrent streams queue behind each other.
+        route(
+            target(slow, "/api/chat", max_concurrency=1),
+            path="/queued",
+            name="queued",
+            balancer={"queue": {"max_size": 10, "timeout": 30000}},
+        ),
     )
     prom = prometheus(gw.status_port)
 
@@ -344,6 +356,11 @@ async def test_dashboard_and_rules_against_real_prometheus(upstream, gateway, pr
             assert (await post("/broken", {"messages": CHAT}))[0] == 500
             assert (await post("/usage", {"messages": CHAT}))[0] == 200
             assert (await post("/chat", {"prompt": "not a chat body"}))[0] == 400
+            # Three at once on one slot (each stream lasts 0.4 s): two of them queue.
+            queued = await asyncio.gather(
+                *(post("/queued", {"messages": CHAT, "stream": True}) for _ in range(3))
+            )
+            assert [status for status, _ in queued] == [200, 200, 200]
 
         rules = load_rules()
         records = [r["record"] for r in rules if "record" in r]
