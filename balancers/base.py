@@ -84,6 +84,9 @@ class PickContext:
 
     tried: list[TargetState] = field(default_factory=list)  # in attempt order
     hash_key: str | None = None  # consistent-hashing key (header value), if any
+    # Targets to use when one of them can be picked (e.g. the model is already loaded
+    # there); the others only when none of these can.
+    preferred: list[TargetState] = field(default_factory=list)
 
 
 def rotation_start(eligible: Sequence[TargetState], last: int) -> int:
@@ -143,6 +146,10 @@ class Balancer(ABC):
             # that is only full rather than going back to one that just failed.
             max_age = self.options.signal_max_age
             avail = [s for s in avail if has_slot(s, now, max_age)]
+        if ctx.preferred:
+            preferred = [s for s in avail if s in ctx.preferred]
+            if preferred:
+                return preferred
         return avail
 
     def pick(self, candidates: Sequence[TargetState], ctx: PickContext) -> TargetState | None:

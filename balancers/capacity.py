@@ -13,11 +13,28 @@ if TYPE_CHECKING:
     from .base import TargetState
 
 
+def reported_busy(s: TargetState, now: float, max_age: float) -> int | None:
+    """Busy slots the server reported (other clients' work included); None when unknown
+    or read more than `max_age` seconds before `now`: unknown is never zero."""
+    reported = s.busy_reported
+    if reported is None or now - s.signals_at > max_age:
+        return None
+    return reported
+
+
+def reported_deferred(s: TargetState, now: float, max_age: float) -> int | None:
+    """Requests waiting inside the server (llama.cpp's deferred), by the same rule."""
+    deferred = s.deferred_reported
+    if deferred is None or now - s.signals_at > max_age:
+        return None
+    return deferred
+
+
 def busy(s: TargetState, now: float, max_age: float) -> int:
     """Requests the target is generating now, as far as we know: the server's own count
     (which includes ours) when fresh, never less than what we have in flight there."""
-    reported = s.busy_reported
-    if reported is not None and now - s.signals_at <= max_age and reported > s.in_flight:
+    reported = reported_busy(s, now, max_age)
+    if reported is not None and reported > s.in_flight:
         return reported
     return s.in_flight
 

@@ -10,6 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from balancers.capacity import reported_busy
+
 if TYPE_CHECKING:
     from .routing import Route
 
@@ -83,8 +85,9 @@ class TargetCollector(Collector):
                 lv = [route.name, t.name]
                 if s.capacity is not None:
                     capacity.add_metric(lv, s.capacity)
-                if s.busy_reported is not None and now - s.signals_at <= max_age:
-                    busy_slots.add_metric(lv, s.busy_reported)
+                reported = reported_busy(s, now, max_age)
+                if reported is not None:
+                    busy_slots.add_metric(lv, reported)
                 s = t.state
                 lv = [route.name, t.name]
                 in_flight.add_metric(lv, s.in_flight)

@@ -117,11 +117,11 @@ class Gateway:
         rec.body_size = len(raw)
         body = parse_body(raw, cfg.route_type)
         model = body.get("model")
-        candidates = route.candidates(model)
+        candidates, preferred = route.candidates(model)
         call = make_call(cfg, body, int(rec.wall_started))
         rec.stream = call.stream
         rec.request_model = model if isinstance(model, str) and model.isprintable() else None
-        return await self._attempts(request, route, call, candidates, Attempt(rec))
+        return await self._attempts(request, route, call, candidates, preferred, Attempt(rec))
 
     # ------------------------------------------------------------------ attempt loop
 
@@ -131,11 +131,12 @@ class Gateway:
         route: Route,
         call: Call,
         candidates: list[TargetState],
+        preferred: list[TargetState],
         att: Attempt,
     ) -> web.StreamResponse:
         rec = att.rec
         bal_cfg = route.cfg.balancer
-        ctx = PickContext(hash_key=request.headers.get(bal_cfg.hash_on_header))
+        ctx = PickContext(hash_key=request.headers.get(bal_cfg.hash_on_header), preferred=preferred)
         untransformable: str | None = None
         admission = route.admission
         priority = _priority(request, bal_cfg.queue) if admission is not None else 0

@@ -20,12 +20,11 @@ from .adapters import get_adapter
 from .adapters.base import Adapter
 from .admission import Admission
 from .config import RouteConfig, TargetConfig
+from .discovery import INTERVAL as DISCOVERY_INTERVAL
+from .discovery import kind_of, model_choice
 from .failure import timeouts
 from .http1 import Origin, Timeouts
 from .outbound import RequestTemplate, origin_of
-
-# Seconds between two reads of a server's models and load (discovery).
-DISCOVERY_INTERVAL = 5.0
 
 
 @dataclass(eq=False, slots=True)
@@ -77,17 +76,21 @@ class Route:
     default: list[TargetState] = field(default_factory=list)
     own_model_error: str = ""
     default_needs_client_model: bool = False
+    # Some unnamed target's server lists its models (discovery): filter by them.
+    discovered: bool = False
 
     @property
     def name(self) -> str:
         return self.cfg.name
 
-    def candidates(self, model: object) -> list[TargetState]:
-        """Targets allowed for the client's `model` value; raises GatewayError(400)."""
+    def candidates(self, model: object) -> tuple[list[TargetState], list[TargetState]]:
+        """Targets allowed for the client's `model` value, and those of them to prefer
+        (the model already loaded there); raises GatewayError (400, or 404 for a model
+        no discovered server has)."""
         if model is None or model == "":
             if self.default_needs_client_model:
                 raise errors.GatewayError(400, errors.NO_MODEL)
-            return self.default
+            return self.default, []
         if isinstance(model, str) and model.isprintable():
             found = self.by_alias.get(model) or self.by_name.get(model) or self.unnamed
         else:
@@ -96,7 +99,14 @@ class Route:
             found = []
         if not found:
             raise errors.GatewayError(400, self.own_model_error or errors.NO_MODEL)
-        return found
+        if found is self.unnamed and self.discovered and isinstance(model, str):
+            # The client's model goes upstream as sent: only servers that have it (or
+            # whose models are unknown), those with it already loaded first.
+            choice = model_choice(found, model)
+            if not choice.candidates:
+                raise errors.GatewayError(404, choice.not_available(model))
+            return choice.candidates, choice.loaded
+        return found, []
 
 
 def _balancer_options(cfg: RouteConfig) -> BalancerOptions:
@@ -135,6 +145,9 @@ def build_route(cfg: RouteConfig, clock: Clock) -> Route:
             names.add(m.name)
         else:
             route.unnamed.append(t.state)
+    route.discovered = any(
+        kind_of(t.cfg) in ("ollama", "openai") for t in targets if not t.cfg.model.name
+    )
     named = [t.state for t in targets if t.cfg.model.name]
     route.default = named or states
     route.default_needs_client_model = not named

@@ -21,13 +21,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import errors
 from .accesslog import AccessLog
 from .config import Config
+from .discovery import build_discovery
 from .health import build_health_checker
 from .http1 import Pool
 from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
 from .replies import error_response
-from .routing import Router, build_route
+from .routing import DISCOVERY_INTERVAL, Router, build_route
 from .status import status_document
 
 log = logging.getLogger("llama_gateway")
@@ -45,6 +46,9 @@ class GatewayServer:
         self.metrics = Metrics(self.router.routes, clock)
         self.access_log = AccessLog()
         self.health = build_health_checker(self.router.routes)
+        self.discovery = build_discovery(
+            self.router.routes, interval=DISCOVERY_INTERVAL, clock=clock
+        )
         self.gateway: Gateway | None = None
         self._proxy_runner: web.AppRunner | None = None
         self._status_runner: web.AppRunner | None = None
@@ -92,7 +96,12 @@ class GatewayServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         doc = status_document(
-            self.router.routes, self.clock, self.ready, self.draining, health=self.health
+            self.router.routes,
+            self.clock,
+            self.ready,
+            self.draining,
+            health=self.health,
+            discovery=self.discovery,
         )
         return web.Response(body=dumps(doc), content_type=_JSON)
 
@@ -133,6 +142,8 @@ class GatewayServer:
         if self.health is not None:
             # First probes run now: a dead target is found before clients hit it.
             await self.health.start()
+        if self.discovery is not None:
+            await self.discovery.start()
         self.ready = True
 
     async def drain(self, timeout: float | None = None, force: asyncio.Event | None = None) -> None:
@@ -164,6 +175,8 @@ class GatewayServer:
         self.ready = False
         if self.health is not None:
             await self.health.stop()
+        if self.discovery is not None:
+            await self.discovery.stop()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
             self._proxy_runner = None

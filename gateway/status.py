@@ -11,9 +11,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from balancers import TargetState
+from balancers.capacity import reported_busy, reported_deferred
 
+from .discovery.signals import display_names
+
+if TYPE_CHECKING:
+    from .discovery import Discovery
     from .health import HealthChecker
     from .routing import Route, Target
 
@@ -39,9 +42,14 @@ def probe_status(health: HealthChecker | None, target: Target) -> dict[str, Any]
 
 
 def target_status(
-    route: Route, target: Target, now: float, health: HealthChecker | None = None
+    route: Route,
+    target: Target,
+    now: float,
+    health: HealthChecker | None = None,
+    discovery: Discovery | None = None,
 ) -> dict[str, Any]:
     s = target.state
+    max_age = route.balancer.options.signal_max_age
     url = target.cfg.options.upstream_url
     return {
         "name": target.name,
@@ -62,16 +70,18 @@ def target_status(
         "requests": s.requests,
         "failures": s.failures,
         "capacity": s.capacity,  # null: unlimited
-        "busy_reported": _fresh_busy(route, s, now),  # null: the server reports none
-        "models_installed": sorted(s.models_installed) if s.models_installed else None,
-        "models_loaded": sorted(s.models_loaded) if s.models_loaded is not None else None,
+        # What the server says about itself (null: not known, or too old).
+        "busy_reported": reported_busy(s, now, max_age),
+        "deferred_reported": reported_deferred(s, now, max_age),
+        "models_installed": _names(s.models_installed),
+        "models_loaded": _names(s.models_loaded),
+        # The server poll behind the figures above (null: nothing is polled there).
+        "discovery": discovery.server_of(s) if discovery is not None else None,
     }
 
 
-def _fresh_busy(route: Route, s: TargetState, now: float) -> int | None:
-    if s.busy_reported is None or now - s.signals_at > route.balancer.options.signal_max_age:
-        return None
-    return s.busy_reported
+def _names(models: frozenset[str] | None) -> list[str] | None:
+    return display_names(models) if models is not None else None
 
 
 def queue_status(route: Route) -> dict[str, Any] | None:
@@ -92,6 +102,7 @@ def status_document(
     ready: bool,
     draining: bool,
     health: HealthChecker | None = None,
+    discovery: Discovery | None = None,
 ) -> dict[str, Any]:
     now = clock()
     return {
@@ -104,7 +115,7 @@ def status_document(
                 "route_type": r.cfg.route_type,
                 "algorithm": r.cfg.balancer.algorithm,
                 "queue": queue_status(r),
-                "targets": [target_status(r, t, now, health) for t in r.targets],
+                "targets": [target_status(r, t, now, health, discovery) for t in r.targets],
             }
             for r in routes
         ],

@@ -378,6 +378,11 @@ async def test_dashboard_and_rules_against_real_prometheus(upstream, gateway, pr
             *[(f"variable {n}", substitute(sel)) for n, sel, _ in variables],
             *[(f"dashboard: {t}", e) for t, e in dashboard],
             *[(f"rule {n}", e) for n, e in recording],
+            # Every route's ratio, not just one: a route seen in one scrape only is NaN.
+            *[
+                ("ratio", f'route:llama_gateway_request_errors:ratio_rate5m{{route="{r}"}}')
+                for r in ("broken", "chat")
+            ],
         ]
 
         started = time.monotonic()

@@ -662,3 +662,231 @@ async def test_api_key(make: Make, session: aiohttp.ClientSession) -> None:
     llamacpp = await make("llamacpp", api_key="k")
     async with session.get(llamacpp.url("/health")) as resp:
         assert resp.status == 200  # llama-server keeps /health public
+
+
+# -- slots, queue, kill ---------------------------------------------------------------
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    """Wait for a state of the fake, polling: bounded in count and time (5 s)."""
+    for _ in range(1000):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def slot_view(session: aiohttp.ClientSession, up: FakeUpstream) -> list[bool]:
+    async with session.get(up.url("/slots")) as r:
+        slots = await r.json()
+    assert [s["id"] for s in slots] == list(range(len(slots)))
+    return [s["is_processing"] for s in slots]
+
+
+async def gauges(session: aiohttp.ClientSession, up: FakeUpstream) -> tuple[int, int]:
+    """llama.cpp's (requests_processing, requests_deferred)."""
+    async with session.get(up.url("/metrics")) as r:
+        text = await r.text()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return int(values["llamacpp:requests_processing"]), int(values["llamacpp:requests_deferred"])
+
+
+async def test_slot_pool_hands_a_slot_on_when_its_waiter_leaves() -> None:
+    from gateway.sim.base import SlotPool
+
+    pool = SlotPool(1)
+    first = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await until(lambda: pool.waiting == 1, "the second acquire queues")
+    pool.release(first)  # hands slot 0 to the waiter ...
+    waiter.cancel()  # ... which leaves before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.waiting == 0 and pool.active == 0
+    assert await asyncio.wait_for(pool.acquire(), 1) == 0  # the slot was not lost
+    assert pool.max_active == 1 and pool.started == 2
+
+
+async def test_one_slot_serves_two_streams_one_after_the_other(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    up = await make("llamacpp", slots=1, behaviour=Behaviour(tokens_per_second=500, n_tokens=4))
+    body = {"prompt": "hi", "stream": True}
+    first = await session.post(up.url("/completion"), json=body)
+    await until(lambda: up.busy == 1, "the first stream holds the slot")
+    second = asyncio.create_task(session.post(up.url("/completion"), json=body))
+    await until(lambda: up.waiting == 1, "the second waits")
+    async with await second as resp:
+        # Its head comes only once the first generation has run to its end.
+        assert up.completed == 1 and resp.status == 200
+        events = [json.loads(e) for e in sse_data(await resp.read())]
+    assert "".join(e["content"] for e in events) == up.expected_text(4)
+    assert "".join(json.loads(e)["content"] for e in sse_data(await first.read())) == (
+        up.expected_text(4)
+    )
+    first.close()
+    assert (up.completed, up.max_active, up.pool.started) == (2, 1, 2)
+    assert up.busy == 0 and up.waiting == 0
+
+
+async def test_queue_is_first_in_first_out_and_skips_leavers(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    up = await make("llamacpp", slots=1, behaviour=Behaviour(stall_after=1, n_tokens=3))
+    body = {"prompt": "hi", "stream": True}
+    holder = await session.post(up.url("/completion"), json=body)
+    await holder.content.readline()
+    queued: list[asyncio.Task[aiohttp.ClientResponse]] = []
+    for n in (1, 2, 3):
+        queued.append(asyncio.create_task(session.post(up.url("/completion"), json=body)))
+        await until(lambda n=n: up.waiting == n, f"{n} waiting")
+    assert await gauges(session, up) == (1, 3)
+    queued[0].cancel()  # the first in line gives up
+    await until(lambda: up.waiting == 2, "the leaver is out of the queue")
+    holder.close()  # frees the slot: the next in line (the second) gets it
+    second = await queued[1]
+    assert (await second.content.readline()).startswith(b"data: ")
+    assert up.busy == 1 and up.waiting == 1 and not queued[2].done()
+    up.behaviour.stall_after = None
+    second.close()
+    async with await queued[2] as resp:
+        events = [json.loads(e) for e in sse_data(await resp.read())]
+    assert "".join(e["content"] for e in events) == up.expected_text(3)
+    # Holder, leaver and second left; the third ran to its end; one at a time, while
+    # the server held four requests at its peak.
+    assert (up.pool.started, up.completed, up.max_active, up.cancelled) == (3, 1, 1, 3)
+    assert up.max_held == 4
+
+
+async def test_slots_props_and_metrics_show_the_load(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    up = await make("llamacpp", slots=2, behaviour=Behaviour(stall_after=1))
+    assert await slot_view(session, up) == [False, False]
+    async with session.get(up.url("/props")) as r:
+        props = await r.json()
+    assert props["total_slots"] == 2 and props["default_generation_settings"]["n_ctx"] == 4096
+    assert props["endpoint_slots"] is True and props["endpoint_metrics"] is True
+    body = {"prompt": "hi", "stream": True}
+    one = await session.post(up.url("/completion"), json=body)
+    await one.content.readline()
+    assert await slot_view(session, up) == [True, False]
+    assert await gauges(session, up) == (1, 0)
+    two = await session.post(up.url("/v1/chat/completions"), json={**body, "messages": CHAT})
+    await two.content.readline()
+    three = asyncio.create_task(session.post(up.url("/completion"), json=body))
+    await until(lambda: up.waiting == 1, "the third waits")
+    assert await slot_view(session, up) == [True, True]
+    assert await gauges(session, up) == (2, 1)
+    one.close()
+    async with await three as resp:  # takes the slot the first left: slot 0
+        await resp.content.readline()
+        assert await slot_view(session, up) == [True, True]
+        async with session.get(up.url("/slots")) as r:
+            slot0 = (await r.json())[0]
+        assert slot0["id_task"] == 2 and slot0["is_processing"] is True
+    two.close()
+    await until(lambda: up.busy == 0, "every slot free")
+    assert await slot_view(session, up) == [False, False]
+    assert up.max_active == 2
+
+
+async def test_max_active_never_exceeds_slots(make: Make, session: aiohttp.ClientSession) -> None:
+    up = await make("llamacpp", slots=2, behaviour=Behaviour(tokens_per_second=2000, n_tokens=50))
+
+    async def one(i: int) -> str:
+        stream = i % 2 == 0
+        body = {"model": "m", "messages": CHAT, "max_tokens": 5, "stream": stream}
+        status, _, raw = await post(session, up, "/v1/chat/completions", body)
+        assert status == 200
+        if not stream:
+            return str(json.loads(raw)["choices"][0]["message"]["content"])
+        chunks = [json.loads(e) for e in sse_data(raw) if e != b"[DONE]"]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+
+    texts = await asyncio.gather(*(one(i) for i in range(12)))
+    assert texts == [up.expected_text(5)] * 12
+    assert (up.max_active, up.pool.started, up.completed) == (2, 12, 12)
+    assert up.busy == 0 and up.waiting == 0
+
+
+async def test_unlimited_by_default(make: Make, session: aiohttp.ClientSession) -> None:
+    up = await make("ollama", behaviour=Behaviour(stall_after=1))
+    resps = []
+    for _ in range(3):
+        resp = await session.post(up.url("/api/chat"), json={"model": "llama2", "messages": CHAT})
+        await resp.content.readline()  # each one streams at once: none waits
+        resps.append(resp)
+    assert (up.busy, up.waiting, up.max_active) == (3, 0, 3)
+    for resp in resps:
+        resp.close()
+    llamacpp = await make("llamacpp")
+    async with session.get(llamacpp.url("/props")) as r:
+        assert (await r.json())["total_slots"] == 1
+
+
+async def test_ollama_queue_limit_answers_server_busy(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    up = await make("ollama", slots=1, queue_limit=1, behaviour=Behaviour(stall_after=1))
+    body = {"model": "llama2", "messages": CHAT}
+    holder = await session.post(up.url("/api/chat"), json=body)
+    await holder.content.readline()
+    waiting = asyncio.create_task(session.post(up.url("/api/chat"), json=body))
+    await until(lambda: up.waiting == 1, "one waits")
+    busy = "server busy, please try again.  maximum pending requests exceeded"
+    status, ctype, raw = await post(session, up, "/api/chat", {**body, "stream": False})
+    assert (status, json.loads(raw)) == (503, {"error": busy})
+    assert ctype.startswith("application/json")
+    status, _, raw = await post(session, up, "/v1/chat/completions", body)
+    assert (status, json.loads(raw)) == (
+        503,
+        {"error": {"message": busy, "type": "api_error", "param": None, "code": None}},
+    )
+    # Refusals are not generations: nothing was queued or started for them.
+    assert (up.pool.refused, up.waiting, up.pool.started) == (2, 1, 1)
+    up.behaviour.stall_after = None
+    holder.close()
+    async with await waiting as resp:
+        assert resp.status == 200 and ndjson(await resp.read())[-1]["done"] is True
+    assert up.max_active == 1
+
+
+async def test_ollama_ps_lists_loaded_models(make: Make, session: aiohttp.ClientSession) -> None:
+    up = await make("ollama", models=["llama2", "mistral:7b"], loaded=["llama2"])
+
+    async def names(path: str) -> list[str]:
+        async with session.get(up.url(path)) as r:
+            return [m["name"] for m in (await r.json())["models"]]
+
+    assert await names("/api/tags") == ["llama2:latest", "mistral:7b"]
+    assert await names("/api/ps") == ["llama2:latest"]
+    body = {"model": "mistral:7b", "messages": CHAT, "stream": False}
+    assert (await post(session, up, "/v1/chat/completions", body))[0] == 200
+    assert await names("/api/ps") == ["llama2:latest", "mistral:7b"]
+    assert (await make("ollama", loaded=[])).loaded == []
+    with pytest.raises(ValueError, match="not among the models"):
+        FakeUpstream("ollama", loaded=["mistral"])
+    with pytest.raises(ValueError, match="Ollama"):
+        FakeUpstream("llamacpp", queue_limit=4)
+
+
+async def test_kill_drops_running_and_queued_and_refuses_new(
+    make: Make, session: aiohttp.ClientSession
+) -> None:
+    up = await make("llamacpp", slots=1, behaviour=Behaviour(stall_after=2))
+    body = {"prompt": "hi", "stream": True}
+    running = await session.post(up.url("/completion"), json=body)
+    await running.content.readline()
+    queued = asyncio.create_task(session.post(up.url("/completion"), json=body))
+    await until(lambda: up.waiting == 1, "one waits")
+    await up.kill()
+    assert (up.killed_active, up.killed_waiting) == (1, 1)
+    with pytest.raises(aiohttp.ClientError):
+        await running.read()  # the stream never ends properly
+    with pytest.raises(aiohttp.ClientError):
+        await queued  # no answer at all
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await session.get(up.url("/health"))
+    assert up.cancelled == 0 and up.completed == 0  # the server died, no client left
+    await up.stop()  # harmless after kill

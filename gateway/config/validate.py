@@ -180,6 +180,14 @@ class _Validator(BalancerChecks, TargetChecks):
             self.err(f"{cpath}.targets", "all targets of a route must share one route_type")
             return None
         targets = self.name_targets(targets, f"{cpath}.targets")
+        if balancer.healthchecks is None:
+            for i, t in enumerate(targets):
+                if t.auto_concurrency:
+                    self.err(
+                        f"{cpath}.targets[{i}].max_concurrency",
+                        "auto needs active health checks (they read the server's slot "
+                        "count); set a number, or turn healthchecks on",
+                    )
         return RouteConfig(
             name=name,
             paths=paths,

@@ -24,23 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from balancers import TargetState
+from balancers.capacity import reported_busy, reported_deferred
 
-
-def fresh_busy(state: TargetState, now: float, max_age: float) -> int | None:
-    """Busy slots (or requests processing) the server reported, None when unknown or
-    read more than `max_age` seconds before `now`. Includes work other clients sent it."""
-    busy = state.busy_reported
-    if busy is None or now - state.signals_at > max_age:
-        return None
-    return busy
-
-
-def fresh_deferred(state: TargetState, now: float, max_age: float) -> int | None:
-    """Requests waiting inside the server (llama.cpp's deferred queue), by the same rule."""
-    deferred = state.deferred_reported
-    if deferred is None or now - state.signals_at > max_age:
-        return None
-    return deferred
+# The staleness rule lives with the balancers, which read these figures on every pick.
+fresh_busy = reported_busy
+fresh_deferred = reported_deferred
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,8 +284,11 @@ class SlotPool:
         self._waiters: deque[asyncio.Future[int]] = deque()
         self.busy_ids: set[int] = set()
         self.active = 0
-        # The proof a benchmark asserts on: never above `size`.
+        # The most generations running at once: never above `size`, by construction.
         self.max_active = 0
+        # The most requests held at once, running or queued: above `size` exactly when
+        # a client (a gateway) sent more than the server can run.
+        self.max_held = 0
         self.started = 0
         self.refused = 0
 
@@ -304,6 +307,7 @@ class SlotPool:
             raise QueueFull
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        self.max_held = max(self.max_held, self.active + self.waiting)
         try:
             slot = await fut
         except asyncio.CancelledError:
@@ -328,6 +332,7 @@ class SlotPool:
         self.active += 1
         self.started += 1
         self.max_active = max(self.max_active, self.active)
+        self.max_held = max(self.max_held, self.active + self.waiting)
         if self.size is not None:
             self.busy_ids.add(slot)
         return slot
@@ -391,8 +396,14 @@ class Core:
 
     @property
     def max_active(self) -> int:
-        """The most generations that ever ran at once."""
+        """The most generations that ever ran at once (never above `slots`)."""
         return self.pool.max_active
+
+    @property
+    def max_held(self) -> int:
+        """The most generation requests held at once, running or waiting for a slot:
+        above `slots` when a client sent more than the server runs at once."""
+        return self.pool.max_held
 
     def expected_text(self, n: int) -> str:
         return "".join(tokenize(self.text, n))
