@@ -62,6 +62,7 @@ class TargetState:
     # Load signals written by discovery: what the server itself reports, including
     # requests other clients sent it. None = not known (no signal, or too old).
     busy_reported: int | None = None  # busy slots / requests processing
+    own_at_signal: int = 0  # our own requests on that server when busy_reported was read
     deferred_reported: int | None = None  # waiting inside the server (llama.cpp deferred)
     signals_at: float = 0.0  # clock() when the signals above were read
     # Models written by discovery (None = not discovered: any model may be there).

@@ -31,12 +31,14 @@ def reported_deferred(s: TargetState, now: float, max_age: float) -> int | None:
 
 
 def busy(s: TargetState, now: float, max_age: float) -> int:
-    """Requests the target is generating now, as far as we know: the server's own count
-    (which includes ours) when fresh, never less than what we have in flight there."""
+    """Requests the target is generating now, as far as we know: what we have in flight
+    there, plus the load of other clients — the server's count when fresh, minus what
+    was ours when it was read. (Taking the server's count as it is would keep a target
+    "full" with requests of ours that ended since, until the next poll.)"""
     reported = reported_busy(s, now, max_age)
-    if reported is not None and reported > s.in_flight:
-        return reported
-    return s.in_flight
+    if reported is None:
+        return s.in_flight
+    return s.in_flight + max(0, reported - s.own_at_signal)
 
 
 def has_slot(s: TargetState, now: float, max_age: float) -> bool:

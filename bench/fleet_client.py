@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 import orjson
@@ -92,8 +93,9 @@ class _Stream(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.payload)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.payload)
 
     def data_received(self, data: bytes) -> None:
         self.now = time.perf_counter()
@@ -154,13 +156,13 @@ async def _one(port: int, rec: Record, start: float, deadline: float, stop: asyn
     done: asyncio.Future[None] = loop.create_future()
     rec.lag = time.perf_counter() - start
     proto = _Stream(rec, start, request_bytes(port, body(rec.max_tokens)), done)
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.Transport | None = None
     try:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(lambda: proto, HOST, port),
             max(0.1, deadline - time.perf_counter()),
         )
-        stopped = asyncio.ensure_future(stop.wait())
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({done, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:

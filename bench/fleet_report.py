@@ -76,6 +76,17 @@ def _failure(r: dict[str, Any]) -> str:
     return "broken stream"
 
 
+def timeline(run: dict[str, Any], parts: int = 5) -> list[float]:
+    """TTFT p50 (ms) of the served requests arriving in each `parts`-th of the window."""
+    reqs = run["requests"]
+    end = max((r["at"] for r in reqs), default=0.0) or 1.0
+    buckets: list[list[float]] = [[] for _ in range(parts)]
+    for r in reqs:
+        if _served(r):
+            buckets[min(parts - 1, int(r["at"] / end * parts))].append(r["ttft"] * 1e3)
+    return [pct(sorted(b), 50) for b in buckets]
+
+
 def over_slots(run: dict[str, Any]) -> list[str]:
     """Servers that held more requests than they have slots (running + queued)."""
     return [
@@ -160,7 +171,7 @@ def goals(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[tuple[str, s
         st = stats(kill[0])
         victim = next((b for b in kill[0]["boxes"] if b.get("killed_active") is not None), None)
         cut = victim["killed_active"] if victim else 0
-        measured = f"{st['lost']} lost of {st['requests']} ({cut} were generating on it)"
+        measured = f"{st['lost']} lost of {st['requests']} ({cut} generating on it at the kill)"
         rows.append((goal, measured, "holds" if st["lost"] == 0 else "FAILS"))
     return rows
 
@@ -238,6 +249,18 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], png: Path | None)
                     f"holding {b['killed_waiting']} more in its queue; a stream that had "
                     "sent its first token cannot move to another server."
                 )
+    out += [
+        "",
+        "## TTFT p50 through each run (ms, by fifth of the arrival window)",
+        "",
+        "Flat: the fleet keeps up. Rising: a queue grows for as long as requests arrive "
+        "(more work is sent somewhere than it can do). A jump: something stalled.",
+        "",
+        "| run | 1st | 2nd | 3rd | 4th | 5th |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        out.append(f"| {run['name']} | " + " | ".join(_ms(x) for x in timeline(run)) + " |")
     lost_runs = [(r, stats(r)) for r in runs if stats(r)["lost"]]
     if lost_runs:
         out += ["", "## Lost requests", "", "| run | lost | why (count) |", "|---|---|---|"]

@@ -46,7 +46,19 @@ def test_reported_below_our_own_count_never_lowers_it() -> None:
     clock, ts, _ = setup(3)
     ts[0].in_flight = 2
     ts[0].busy_reported, ts[0].signals_at = 1, clock.now  # read before our last request
+    ts[0].own_at_signal = 1
     assert busy(ts[0], clock.now, 15.0) == 2
+
+
+def test_our_own_requests_that_ended_since_the_read_do_not_count() -> None:
+    """The server counted our two requests; both ended since: the target is free, not
+    full until the next poll."""
+    clock, ts, _ = setup(2)
+    ts[0].busy_reported, ts[0].signals_at, ts[0].own_at_signal = 2, clock.now, 2
+    ts[0].in_flight = 0
+    assert busy(ts[0], clock.now, 15.0) == 0 and has_slot(ts[0], clock.now, 15.0)
+    ts[0].busy_reported = 3  # one more from another client
+    assert busy(ts[0], clock.now, 15.0) == 1
 
 
 def test_capacity_filters_full_targets_for_any_algorithm() -> None:

@@ -173,6 +173,9 @@ class _Server:
     busy: _Signal[int] = field(default_factory=_Signal)
     deferred: _Signal[int] = field(default_factory=_Signal)
     slots: int | None = None  # last known; never expires (see the module doc)
+    # What the gateway had in flight on this server when `busy` was read: the server's
+    # count includes it, and only the rest is load from other clients.
+    own_at_busy: int = 0
     sleeping: bool | None = None
     llama_server: bool = False  # found behind an openai target
     off_until: dict[str, float] = field(default_factory=dict)  # path -> clock()
@@ -233,6 +236,7 @@ class _Server:
         for m in self.members:
             st = m.state
             st.busy_reported = self.busy.value
+            st.own_at_signal = self.own_at_busy
             st.deferred_reported = self.deferred.value
             if newest > st.signals_at:
                 st.signals_at = newest
@@ -416,6 +420,7 @@ class Discovery:
                 srv.slots = props.total_slots
             if props.sleeping:
                 now = self._read_at(srv)
+                srv.own_at_busy = sum(m.state.in_flight for m in srv.members)
                 srv.busy.set(0, now)
                 srv.deferred.set(0, now)
                 return
@@ -423,6 +428,7 @@ class Discovery:
             self._follow(srv, "/metrics", props.metrics_endpoint)
         slots = await self._get(srv, "/slots", parse.llamacpp_slots, errors)
         if slots is not None:
+            srv.own_at_busy = sum(m.state.in_flight for m in srv.members)
             srv.busy.set(slots.busy, self._read_at(srv))
             srv.slots = slots.total
         if slots is not None and not self.read_deferred:
@@ -431,6 +437,7 @@ class Discovery:
         if metrics is not None:
             now = self._read_at(srv)
             if slots is None and metrics.processing is not None:
+                srv.own_at_busy = sum(m.state.in_flight for m in srv.members)
                 srv.busy.set(metrics.processing, now)
             if metrics.deferred is not None:
                 srv.deferred.set(metrics.deferred, now)
