@@ -8,7 +8,6 @@ started.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -37,14 +36,6 @@ def state(name: str = "t", capacity: int | None = None) -> TargetState:
     s = TargetState(index=0, name=name, weight=100)
     s.capacity = capacity
     return s
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 # -- answers in each server's shape ----------------------------------------------------

@@ -15,6 +15,8 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from helpers import until
+
 from balancers import TargetState
 from gateway.health import HealthChecker, HealthPolicy, ProbeSpec
 
@@ -32,14 +34,6 @@ def state(name: str = "t", healthy: bool = True) -> TargetState:
     s = TargetState(index=0, name=name, weight=100)
     s.healthy = healthy
     return s
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 class Scripted:

@@ -3,6 +3,8 @@ what the `openai` SDK tests share."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from gateway.server import GatewayServer
@@ -64,3 +66,13 @@ async def read_sdk_stream(stream: Any) -> tuple[str, str | None, Any]:
 
 def url(gw: GatewayServer, path: str = "/chat") -> str:
     return f"http://127.0.0.1:{gw.port}{path}"
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition that changes over sockets: a bound on waiting, not a timing
+    assertion."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)

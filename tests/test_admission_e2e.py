@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import route, target, url
+from helpers import route, target, until, url
 
 ANSWER = {
     "model": "llama2",
@@ -90,15 +90,6 @@ async def gate(gates: list[Gate], status: int = 200, log: list[str] | None = Non
     return g
 
 
-async def eventually(cond: Any, limit: float = 5.0) -> None:
-    """Poll a condition (state changes over sockets): a bound, not a timing assert."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not cond():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 def body(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
 
@@ -120,17 +111,17 @@ async def test_capacity_is_never_exceeded_and_the_queue_is_fifo(gates, gateway, 
     )
     u = url(gw)
     tasks = [asyncio.create_task(send(http, u, f"r{i}")) for i in range(3)]
-    await eventually(lambda: len(a.arrived) + len(b.arrived) == 3)
+    await until(lambda: len(a.arrived) + len(b.arrived) == 3)
     queued = []
     for i in range(3, 8):  # queued in this order
         queued.append(asyncio.create_task(send(http, u, f"r{i}")))
-        await eventually(lambda i=i: gw.router.routes[0].admission.depth == i - 2)  # type: ignore[union-attr]
+        await until(lambda i=i: gw.router.routes[0].admission.depth == i - 2)  # type: ignore[union-attr]
     status = await (await http.get(f"http://127.0.0.1:{gw.status_port}/status")).json()
     assert status["routes"][0]["queue"]["depth"] == 5
     assert [t["capacity"] for t in status["routes"][0]["targets"]] == [2, 1]
     for n in range(5):  # each freed slot takes the oldest waiter, wherever it frees
         (a if n % 2 == 0 else b).open()
-        await eventually(lambda n=n: len(a.arrived) + len(b.arrived) == 4 + n)
+        await until(lambda n=n: len(a.arrived) + len(b.arrived) == 4 + n)
         assert a.active <= 2 and b.active <= 1
     a.open(100)
     b.open(100)
@@ -151,14 +142,14 @@ async def test_queue_order_is_fifo_across_targets(gates, gateway, http) -> None:
     )
     u = url(gw)
     first = asyncio.create_task(send(http, u, "first"))
-    await eventually(lambda: a.arrived == ["first"])
+    await until(lambda: a.arrived == ["first"])
     rest = []
     for i in range(5):
         rest.append(asyncio.create_task(send(http, u, f"q{i}")))
-        await eventually(lambda i=i: gw.router.routes[0].admission.depth == i + 1)  # type: ignore[union-attr]
+        await until(lambda i=i: gw.router.routes[0].admission.depth == i + 1)  # type: ignore[union-attr]
     for n in range(6):
         a.open()
-        await eventually(lambda n=n: len(a.arrived) == min(n + 2, 6) or n == 5)
+        await until(lambda n=n: len(a.arrived) == min(n + 2, 6) or n == 5)
     await asyncio.gather(first, *rest)
     assert a.arrived == ["first", "q0", "q1", "q2", "q3", "q4"]
     assert a.max_active == 1
@@ -171,15 +162,15 @@ async def test_priority_orders_the_queue(gates, gateway, http) -> None:
     )
     u = url(gw)
     first = asyncio.create_task(send(http, u, "first"))
-    await eventually(lambda: a.arrived == ["first"])
+    await until(lambda: a.arrived == ["first"])
     order = [("low", "-5"), ("mid1", "0"), ("high", "7"), ("mid2", "0")]
     waiting = []
     for i, (text, prio) in enumerate(order):
         waiting.append(asyncio.create_task(send(http, u, text, headers={"X-Priority": prio})))
-        await eventually(lambda i=i: gw.router.routes[0].admission.depth == i + 1)  # type: ignore[union-attr]
+        await until(lambda i=i: gw.router.routes[0].admission.depth == i + 1)  # type: ignore[union-attr]
     for n in range(5):
         a.open()
-        await eventually(lambda n=n: len(a.arrived) >= min(n + 2, 5))
+        await until(lambda n=n: len(a.arrived) >= min(n + 2, 5))
     await asyncio.gather(first, *waiting)
     assert a.arrived == ["first", "high", "mid1", "mid2", "low"]
     status, data, _ = await send(http, u, "x", headers={"X-Priority": "11"})
@@ -199,9 +190,9 @@ async def test_queue_full_is_429_and_timeout_is_503(gates, gateway, http) -> Non
     )
     u = url(gw)
     first = asyncio.create_task(send(http, u, "first"))
-    await eventually(lambda: a.arrived == ["first"])
+    await until(lambda: a.arrived == ["first"])
     second = asyncio.create_task(send(http, u, "second"))
-    await eventually(lambda: gw.router.routes[0].admission.depth == 1)  # type: ignore[union-attr]
+    await until(lambda: gw.router.routes[0].admission.depth == 1)  # type: ignore[union-attr]
     status, data, headers = await send(http, u, "third")
     assert status == 429 and headers["Retry-After"] == "1"
     assert data["error"]["message"] == "route r: every target is at capacity and the queue is full"
@@ -221,7 +212,7 @@ async def test_without_a_queue_a_full_route_answers_429(gates, gateway, http) ->
     gw = await gateway(route(target(a.url(), "", max_concurrency=1)))
     u = url(gw)
     first = asyncio.create_task(send(http, u, "first"))
-    await eventually(lambda: a.arrived == ["first"])
+    await until(lambda: a.arrived == ["first"])
     status, data, _ = await send(http, u, "second")
     assert (status, data["error"]["message"]) == (429, "route r: every target is at capacity")
     a.open()
@@ -235,14 +226,14 @@ async def test_client_gone_while_queued_is_never_sent(gates, gateway, http) -> N
     )
     u = url(gw)
     first = asyncio.create_task(send(http, u, "first"))
-    await eventually(lambda: a.arrived == ["first"])
+    await until(lambda: a.arrived == ["first"])
     async with aiohttp.ClientSession() as other:
         gone = asyncio.create_task(send(other, u, "gone"))
-        await eventually(lambda: gw.router.routes[0].admission.depth == 1)  # type: ignore[union-attr]
+        await until(lambda: gw.router.routes[0].admission.depth == 1)  # type: ignore[union-attr]
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone
-    await eventually(lambda: gw.router.routes[0].admission.depth == 0)  # type: ignore[union-attr]
+    await until(lambda: gw.router.routes[0].admission.depth == 0)  # type: ignore[union-attr]
     a.open(2)
     assert (await first)[0] == 200
     assert (await send(http, u, "after"))[0] == 200
@@ -264,11 +255,11 @@ async def test_retries_go_through_capacity(gates, gateway, http) -> None:
     )
     u = url(gw)
     hold = asyncio.create_task(send(http, u, "hold"))  # takes `bad` (weight 100)
-    await eventually(lambda: bad.arrived == ["hold"])
+    await until(lambda: bad.arrived == ["hold"])
     second = asyncio.create_task(send(http, u, "second"))  # takes `good`
-    await eventually(lambda: good.arrived == ["second"])
+    await until(lambda: good.arrived == ["second"])
     bad.open()  # `hold` fails with 503; its retry needs `good`, which is full: it queues
-    await eventually(lambda: gw.router.routes[0].admission.depth == 1)  # type: ignore[union-attr]
+    await until(lambda: gw.router.routes[0].admission.depth == 1)  # type: ignore[union-attr]
     assert good.max_active == 1
     good.open(2)
     results = await asyncio.gather(hold, second)

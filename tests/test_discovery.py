@@ -25,8 +25,8 @@ from discovery_kit import (
     props,
     slots,
     state,
-    until,
 )
+from helpers import until
 
 from balancers import TargetState
 from gateway.config import parse

@@ -4,10 +4,9 @@ unknown model is a 404 listing what exists. `least-busy` follows server-reported
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from helpers import target, url
+from helpers import target, until, url
 
 CHAT = [{"role": "user", "content": "hi"}]
 
@@ -21,14 +20,6 @@ def discovered_route(*targets: dict[str, Any], **balancer: Any) -> dict[str, Any
     }
 
 
-async def eventually(cond: Any, limit: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not cond():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 async def test_routes_by_installed_and_prefers_loaded(upstream, gateway, http) -> None:
     a = await upstream("ollama", models=["llama2:latest", "mistral:7b"], loaded=["mistral:7b"])
     b = await upstream("ollama", models=["llama2:latest"], loaded=["llama2:latest"])
@@ -36,7 +27,7 @@ async def test_routes_by_installed_and_prefers_loaded(upstream, gateway, http) -
         discovered_route(target(a, "/api/chat", name=None), target(b, "/api/chat", name=None))
     )
     states = [t.state for t in gw.router.routes[0].targets]
-    await eventually(lambda: all(s.models_loaded is not None for s in states))
+    await until(lambda: all(s.models_loaded is not None for s in states))
     for model, expect in (("mistral:7b", a), ("llama2", b), ("llama2", b), ("llama2", b)):
         async with http.post(url(gw), json={"model": model, "messages": CHAT}) as r:
             assert r.status == 200, await r.text()
@@ -79,7 +70,7 @@ async def test_least_busy_follows_server_reported_slots(upstream, gateway, http)
         )
     )
     states = [t.state for t in gw.router.routes[0].targets]
-    await eventually(lambda: all(s.capacity == 2 for s in states))
+    await until(lambda: all(s.capacity == 2 for s in states))
     # Pretend discovery just read "A has both slots busy" (what another client causes).
     now = gw.clock()
     states[0].busy_reported, states[0].signals_at = 2, now

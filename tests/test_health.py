@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from health_kit import F, Lab, T, fast, run_trace, state, until
+from health_kit import F, Lab, T, fast, run_trace, state
+from helpers import until
 
 from gateway.health import HealthPolicy, ProbeSpec
 from gateway.http1 import Pool

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
 from typing import Any
 
-from helpers import route, target, url
+from helpers import route, target, until, url
 
 from gateway.health import probe_path, probe_spec
 from gateway.jsonutil import loads
@@ -22,15 +21,6 @@ FAST = {
         "unhealthy": {"interval": 0.05, "http_failures": 1, "tcp_failures": 1, "timeouts": 1},
     }
 }
-
-
-async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition driven by probes (bounded; never a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 def with_health(r: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +39,7 @@ async def test_dead_target_is_kept_out_before_any_client_request(upstream, gatew
         )
     )
     dead_state = gw.router.routes[0].targets[0].state
-    await eventually(lambda: not dead_state.healthy)
+    await until(lambda: not dead_state.healthy)
     for _ in range(10):
         async with http.post(url(gw), json={"messages": CHAT}) as r:
             assert r.status == 200
@@ -58,7 +48,7 @@ async def test_dead_target_is_kept_out_before_any_client_request(upstream, gatew
     revived = await upstream("ollama")
     await revived.stop()
     await revived.start(port=dead_port)
-    await eventually(lambda: dead_state.healthy)
+    await until(lambda: dead_state.healthy)
     for _ in range(4):
         async with http.post(url(gw), json={"messages": CHAT}) as r:
             assert r.status == 200
@@ -76,13 +66,13 @@ async def test_loading_llamacpp_is_not_chosen_until_ready(upstream, gateway, htt
     ]
     gw = await gateway(with_health(route(*t)))
     state = gw.router.routes[0].targets[0].state
-    await eventually(lambda: not state.healthy)
+    await until(lambda: not state.healthy)
     for _ in range(6):
         async with http.post(url(gw), json={"messages": CHAT}) as r:
             assert r.status == 200
     assert loading.generation_requests() == []
     loading.behaviour.loading = False
-    await eventually(lambda: state.healthy)
+    await until(lambda: state.healthy)
     for _ in range(6):
         async with http.post(url(gw), json={"messages": CHAT}) as r:
             assert r.status == 200
@@ -100,7 +90,7 @@ async def test_probe_paths_and_auth_per_format(upstream, gateway) -> None:
         auth={"header_name": "Authorization", "header_value": "Bearer k-123"},
     )
     gw = await gateway(with_health(route(t)))
-    await eventually(lambda: any(r.method == "GET" for r in up.received))
+    await until(lambda: any(r.method == "GET" for r in up.received))
     probe = next(r for r in up.received if r.method == "GET")
     assert probe.path == "/v1/models" and probe.headers["Authorization"] == "Bearer k-123"
     assert gw.router.routes[0].targets[0].state.healthy
@@ -114,7 +104,7 @@ async def test_probe_paths_and_auth_per_format(upstream, gateway) -> None:
 async def test_health_checks_stop_with_the_server(upstream, gateway) -> None:
     up = await upstream("ollama")
     gw = await gateway(with_health(route(target(up, "/api/chat"))))
-    await eventually(lambda: len(up.received) >= 2)
+    await until(lambda: len(up.received) >= 2)
     await gw.stop()
     seen = len(up.received)
     await asyncio.sleep(0.3)  # several probe intervals: none may arrive after stop
@@ -140,7 +130,7 @@ async def test_status_shows_each_targets_probe(upstream, gateway, http) -> None:
     gw = await gateway(with_health(probed), unprobed)
     checker = gw.health
     assert checker is not None
-    await eventually(lambda: all(s["probes"] >= 2 for s in checker.snapshot()))
+    await until(lambda: all(s["probes"] >= 2 for s in checker.snapshot()))
     async with http.get(f"http://127.0.0.1:{gw.status_port}/status") as r:
         text = await r.text()
     assert "k-status-123" not in text
@@ -160,7 +150,7 @@ async def test_status_shows_each_targets_probe(upstream, gateway, http) -> None:
 async def test_probes_stay_out_of_the_proxy_pool(upstream, gateway, http) -> None:
     up = await upstream("ollama")
     gw = await gateway(with_health(route(target(up, "/api/chat"))))
-    await eventually(lambda: len(up.received) >= 3)
+    await until(lambda: len(up.received) >= 3)
     assert gw.gateway is not None and gw.gateway.pool.stats() == []
     async with http.get(f"http://127.0.0.1:{gw.status_port}/metrics") as r:
         assert f'upstream="http://127.0.0.1:{up.port}"' not in await r.text()

@@ -12,7 +12,8 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from health_kit import SECRET, F, Lab, T, fast, run_trace, state, until
+from health_kit import SECRET, F, Lab, T, fast, run_trace, state
+from helpers import until
 
 from gateway.health import ProbeSpec, public_url
 from gateway.http1 import Pool
