@@ -2,7 +2,8 @@
 busy slots, queued requests, slot count), polled once per server and written to the
 targets' `TargetState`s.
 
-`poller` runs the polls and writes; `parse` reads each answer; `signals` holds the pure
+`poller` runs the polls and writes; `server` holds one server's readings and the
+states they go to; `parse` reads each answer; `signals` holds the pure
 rules for reading the written fields back (staleness, model filtering), free of gateway
 imports so that the balancers can take them over.
 """

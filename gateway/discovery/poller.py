@@ -53,25 +53,23 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar
-
-from yarl import URL
+from typing import TYPE_CHECKING, TypeVar
 
 from balancers import TargetState
 
 from ..config.schema import ActiveHealthcheck, TargetConfig
 from ..failure import classify
 from ..health import ProbeSpec, probe_spec, public_url
-from ..http1 import Origin, Pool, Timeouts, UpstreamError
-from ..outbound import origin_of
+from ..http1 import Pool, Timeouts, UpstreamError
 from . import parse
+from .server import Kind, Member, Server, ServerSnapshot
 from .signals import display_names
 
 if TYPE_CHECKING:  # routing will call into `signals`: no import of it at run time
     from ..routing import Route
 
 log = logging.getLogger("llama_gateway.discovery")
+T = TypeVar("T")
 
 # Seconds between two polls of one server; routing.DISCOVERY_INTERVAL, from which the
 # balancers' signal age limit is derived, must say the same.
@@ -81,15 +79,11 @@ TIMEOUT = 2.0  # per request: connect, write, silence, and the whole exchange
 MAX_BODY = 1 << 20  # a /props with a long chat template is tens of KiB
 OFF_RETRY = 300.0  # seconds before asking again an endpoint the server does not serve
 OFF_STATUSES = frozenset({404, 405, 501})
-USER_AGENT = "llama-gateway-discovery"
 INTERNAL = "internal"
 
-Kind = Literal["ollama", "openai", "llamacpp"]
 
 # Origin and credentials only: the path is each GET's own.
 _ORIGIN_ONLY = ActiveHealthcheck(http_path="/")
-
-T = TypeVar("T")
 
 
 def kind_of(t: TargetConfig) -> Kind | None:
@@ -108,143 +102,6 @@ def server_spec(t: TargetConfig) -> ProbeSpec:
     """The server a target is on: its origin and the credentials the health check
     sends (header, or query parameter), so both authenticate alike."""
     return probe_spec(t, _ORIGIN_ONLY)
-
-
-class _Signal(Generic[T]):
-    """One value read from the server and when (discovery's clock); -inf: never read."""
-
-    __slots__ = ("at", "value")
-
-    def __init__(self) -> None:
-        self.value: T | None = None
-        self.at = -math.inf
-
-    def set(self, value: T | None, now: float) -> None:
-        self.value, self.at = value, now
-
-    def expire(self, oldest: float) -> bool:
-        """Forget a value read before `oldest`; True when one was forgotten now."""
-        if self.value is None or self.at >= oldest:
-            return False
-        self.value = None
-        return True
-
-
-@dataclass(eq=False, slots=True)
-class _Member:
-    state: TargetState
-    kind: Kind
-    auto_capacity: bool
-
-
-class ServerSnapshot(TypedDict):
-    """One server as /status and tests see it. Never a credential."""
-
-    url: str  # origin; a query credential masked
-    kinds: list[str]
-    llama_server: bool  # load read from llama-server's endpoints
-    targets: list[str]
-    polling: bool
-    interval: float
-    polls: int
-    last_poll: float | None  # wall time
-    last_read: float | None  # wall time of the newest successful read
-    last_error: str | None
-    models_installed: list[str] | None
-    models_loaded: list[str] | None
-    busy: int | None
-    deferred: int | None
-    slots: int | None
-    sleeping: bool | None
-    off: list[str]  # endpoints the server does not serve (asked again later)
-
-
-@dataclass(eq=False)
-class _Server:
-    """One server's requests, readings, and the states they are written to."""
-
-    spec: ProbeSpec
-    origin: Origin = field(init=False)
-    where: str = field(init=False)  # host:port, for logs: never the query
-    members: list[_Member] = field(default_factory=list)
-    kinds: set[Kind] = field(default_factory=set)
-    installed: _Signal[frozenset[str]] = field(default_factory=_Signal)
-    loaded: _Signal[frozenset[str]] = field(default_factory=_Signal)
-    busy: _Signal[int] = field(default_factory=_Signal)
-    deferred: _Signal[int] = field(default_factory=_Signal)
-    slots: int | None = None  # last known; never expires (see the module doc)
-    # What the gateway had in flight on this server when `busy` was read: the server's
-    # count includes it, and only the rest is load from other clients.
-    own_at_busy: int = 0
-    sleeping: bool | None = None
-    llama_server: bool = False  # found behind an openai target
-    off_until: dict[str, float] = field(default_factory=dict)  # path -> clock()
-    polls: int = 0
-    last_poll: float | None = None
-    last_read: float | None = None
-    last_error: str | None = None
-    warned: bool = False  # an unexpected exception was logged once already
-    task: asyncio.Task[None] | None = None
-    _requests: dict[str, bytes] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.origin = origin_of(URL(self.spec.url))
-        self.where = f"{self.origin.bracketed_host}:{self.origin.port}"
-
-    def __repr__(self) -> str:
-        return f"<discovery server {self.where} kinds={sorted(self.kinds)}>"
-
-    @property
-    def reads_load(self) -> bool:
-        return "llamacpp" in self.kinds or self.llama_server
-
-    def request(self, path: str) -> bytes:
-        """The bytes of `GET path` (built once: they hold the credential)."""
-        data = self._requests.get(path)
-        if data is None:
-            url = URL(self.spec.url)
-            target = url.with_path(path).with_query(url.query).raw_path_qs
-            lines = [
-                b"GET " + target.encode("ascii") + b" HTTP/1.1\r\n",
-                self.origin.host_field(),
-                b"User-Agent: " + USER_AGENT.encode("ascii") + b"\r\n",
-                b"Accept: application/json, text/plain\r\n",
-                b"Accept-Encoding: identity\r\n",
-                b"Connection: close\r\n",
-            ]
-            # Values were checked at config load (no CR/LF); UTF-8 as the proxied requests.
-            lines += [
-                k.encode("ascii") + b": " + v.encode("utf-8") + b"\r\n"
-                for k, v in self.spec.headers
-            ]
-            data = self._requests[path] = b"".join(lines) + b"\r\n"
-        return data
-
-    def expire(self, oldest: float) -> list[str]:
-        """Forget readings older than `oldest`; the names of those forgotten now."""
-        named = (
-            ("models", self.installed),
-            ("loaded models", self.loaded),
-            ("busy", self.busy),
-            ("deferred", self.deferred),
-        )
-        return [name for name, sig in named if sig.expire(oldest)]
-
-    def write(self) -> None:
-        """Copy the readings to every state on this server."""
-        newest = max(self.installed.at, self.loaded.at, self.busy.at, self.deferred.at)
-        for m in self.members:
-            st = m.state
-            st.busy_reported = self.busy.value
-            st.own_at_signal = self.own_at_busy
-            st.deferred_reported = self.deferred.value
-            if newest > st.signals_at:
-                st.signals_at = newest
-            if m.kind != "llamacpp":  # a native llama.cpp request names no model
-                st.models_installed = self.installed.value
-                st.models_loaded = self.loaded.value
-            if m.auto_capacity and self.slots is not None:
-                st.capacity = self.slots
 
 
 class _Status(Exception):
@@ -289,8 +146,8 @@ class Discovery:
         self._wall = wall
         self._pool_factory = pool_factory
         self._pool: Pool | None = None
-        self._servers: dict[ProbeSpec, _Server] = {}
-        self._by_state: dict[TargetState, _Server] = {}  # TargetState hashes by identity
+        self._servers: dict[ProbeSpec, Server] = {}
+        self._by_state: dict[TargetState, Server] = {}  # TargetState hashes by identity
 
     def __repr__(self) -> str:
         return f"<Discovery servers={len(self._servers)} running={self._running}>"
@@ -308,9 +165,9 @@ class Discovery:
             return
         srv = self._servers.get(spec)
         if srv is None:
-            srv = self._servers[spec] = _Server(spec)  # a bad URL fails here, not in a task
+            srv = self._servers[spec] = Server(spec)  # a bad URL fails here, not in a task
         srv.kinds.add(kind)
-        srv.members.append(_Member(state, kind, auto_capacity))
+        srv.members.append(Member(state, kind, auto_capacity))
         self._by_state[state] = srv
 
     async def start(self) -> None:
@@ -353,14 +210,14 @@ class Discovery:
         if self._pool is None:
             self._pool = self._pool_factory()
 
-    async def _run(self, srv: _Server) -> None:
+    async def _run(self, srv: Server) -> None:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             await self._poll_safely(srv)
             await asyncio.sleep(max(0.0, started + self.interval - loop.time()))
 
-    async def _poll_safely(self, srv: _Server) -> None:
+    async def _poll_safely(self, srv: Server) -> None:
         try:
             await self._poll(srv)
         except Exception:
@@ -370,7 +227,7 @@ class Discovery:
                 srv.warned = True
                 log.warning("discovery: poll of %s failed unexpectedly", srv.where, exc_info=True)
 
-    async def _poll(self, srv: _Server) -> None:
+    async def _poll(self, srv: Server) -> None:
         errors: list[str] = []
         if "ollama" in srv.kinds:
             await self._read_ollama(srv, errors)
@@ -390,7 +247,7 @@ class Discovery:
         values = (srv.busy.value, srv.deferred.value, srv.slots, srv.last_error)
         log.debug("discovery: polled %s: busy=%s deferred=%s slots=%s error=%s", srv.where, *values)
 
-    async def _read_ollama(self, srv: _Server, errors: list[str]) -> None:
+    async def _read_ollama(self, srv: Server, errors: list[str]) -> None:
         tags = await self._get(srv, "/api/tags", parse.ollama_models, errors)
         if tags is not None:
             srv.installed.set(tags, self._read_at(srv))
@@ -398,7 +255,7 @@ class Discovery:
         if ps is not None:
             srv.loaded.set(ps, self._read_at(srv))
 
-    async def _read_openai(self, srv: _Server, errors: list[str]) -> None:
+    async def _read_openai(self, srv: Server, errors: list[str]) -> None:
         models = await self._get(srv, "/v1/models", parse.openai_models, errors)
         if models is None:
             return
@@ -408,7 +265,7 @@ class Discovery:
         srv.installed.set(None if models.llama_server else models.ids, now)
         srv.loaded.set(models.loaded, now)
 
-    async def _read_llamacpp(self, srv: _Server, errors: list[str]) -> None:
+    async def _read_llamacpp(self, srv: Server, errors: list[str]) -> None:
         failed = len(errors)
         props = await self._get(srv, "/props", parse.llamacpp_props, errors)
         if len(errors) > failed:
@@ -442,19 +299,19 @@ class Discovery:
             if metrics.deferred is not None:
                 srv.deferred.set(metrics.deferred, now)
 
-    def _follow(self, srv: _Server, path: str, on: bool | None) -> None:
+    def _follow(self, srv: Server, path: str, on: bool | None) -> None:
         """What /props says of an endpoint, when it says something."""
         if on is False:
             self._turn_off(srv, path, "/props says it is off")
         elif on is True and srv.off_until.pop(path, None) is not None:
             log.info("discovery: %s serves %s again", srv.where, path)
 
-    def _read_at(self, srv: _Server) -> float:
+    def _read_at(self, srv: Server) -> float:
         srv.last_read = self._wall()
         return self._clock()
 
     async def _get(
-        self, srv: _Server, path: str, parser: Callable[[bytes], T], errors: list[str]
+        self, srv: Server, path: str, parser: Callable[[bytes], T], errors: list[str]
     ) -> T | None:
         """`GET path` parsed, or None: off (not asked), or failed (the reason appended
         to `errors`: no URL, no credential, no body)."""
@@ -482,7 +339,7 @@ class Discovery:
             errors.append(f"{path}: malformed answer")
             return None
 
-    async def _fetch(self, srv: _Server, path: str) -> bytes:
+    async def _fetch(self, srv: Server, path: str) -> bytes:
         pool = self._pool
         assert pool is not None  # set by start() or poll() before any request
         t = self.timeout
@@ -498,14 +355,14 @@ class Discovery:
             finally:
                 resp.close()
 
-    def _turn_off(self, srv: _Server, path: str, why: str) -> None:
+    def _turn_off(self, srv: Server, path: str, why: str) -> None:
         now = self._clock()
         if srv.off_until.get(path, -math.inf) == -math.inf:  # once per change
             log.info("discovery: %s does not serve %s (%s); asking again in %.0fs",
                      srv.where, path, why, self.off_retry)  # fmt: skip
         srv.off_until[path] = now + self.off_retry
 
-    def _settle(self, srv: _Server, error: str | None) -> None:
+    def _settle(self, srv: Server, error: str | None) -> None:
         """Record the poll's error; log when the server starts or stops failing."""
         before, srv.last_error = srv.last_error, error
         if error is not None and before is None:
@@ -514,7 +371,7 @@ class Discovery:
         elif error is None and before is not None:
             log.info("discovery: %s answers again", srv.where)
 
-    def _snapshot(self, srv: _Server) -> ServerSnapshot:
+    def _snapshot(self, srv: Server) -> ServerSnapshot:
         now = self._clock()
         installed, loaded = srv.installed.value, srv.loaded.value
         return {
