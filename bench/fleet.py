@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))  # the simulated servers live in the gateway packa
 
 import fleet_client  # noqa: E402
 import fleet_report  # noqa: E402
+import run  # noqa: E402  (the machine description both benchmarks report)
 
 from gateway.sim import Behaviour, FakeUpstream  # noqa: E402
 
@@ -482,23 +483,7 @@ def render(out: Path, doc: dict[str, Any], plot: bool = True) -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    import platform
-
-    import aiohttp
-
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "event_loop": type(asyncio.get_event_loop_policy()).__module__,
-    }
+    return {**run.machine_info(), "event_loop": type(asyncio.get_event_loop_policy()).__module__}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

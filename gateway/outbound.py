@@ -53,6 +53,28 @@ def origin_of(url: URL) -> Origin:
     return Origin(url.scheme, url.raw_host or "", url.port or 80)
 
 
+def get_request(
+    url: URL,
+    origin: Origin,
+    headers: Iterable[tuple[str, str]],
+    user_agent: str,
+    *fields: bytes,
+) -> bytes:
+    """A background `GET` (health probe, discovery): one request per connection, the
+    operator's credential headers, `fields` as extra lines. Built once per URL."""
+    lines = [
+        b"GET " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n",
+        origin.host_field(),
+        b"User-Agent: " + user_agent.encode("ascii") + b"\r\n",
+        *fields,
+        # One request, one connection: the server need not keep it for a next one.
+        b"Connection: close\r\n",
+    ]
+    # Values were checked at config load (no CR/LF); UTF-8 as the proxied requests.
+    lines += [k.encode("ascii") + b": " + v.encode("utf-8") + b"\r\n" for k, v in headers]
+    return b"".join(lines) + b"\r\n"
+
+
 def _request_line(url: URL) -> bytes:
     return b"POST " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n"
 

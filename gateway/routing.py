@@ -131,8 +131,7 @@ def build_route(cfg: RouteConfig, clock: Clock) -> Route:
         timeout=timeouts(cfg.balancer),
         secrets=cfg.secrets(),
     )
-    if any(t.state.capacity is not None for t in targets):
-        route.balancer.limited = True
+    if route.balancer.limited:  # a target has a capacity (`auto` starts at 1)
         route.admission = Admission(cfg.name, route.balancer, cfg.balancer.queue, clock)
     names: set[str] = set()
     for t in targets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import openai
-from helpers import read_sdk_stream, sdk_routes, target
+from helpers import read_sdk_stream, sdk_routes, target, until
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
 
@@ -74,5 +74,67 @@ async def test_sdk_sees_gateway_errors(upstream, gateway) -> None:
             assert "cannot use own model - must be: llama2" in str(exc)
         else:
             raise AssertionError("expected a 400")
+    finally:
+        await client.close()
+
+
+async def test_sdk_through_capacity_queue_and_429(upstream, gateway) -> None:
+    """Concurrent SDK streams on a one-slot target all finish (they queue, one at a
+    time); with the queue full the SDK sees a RateLimitError carrying our message, and
+    its own retry of 429 gets through once the slot frees."""
+    from gateway.sim import Behaviour
+
+    up = await upstream("ollama", behaviour=Behaviour(n_tokens=4, token_interval=0.05))
+    gw = await gateway(
+        {
+            "name": "chat",
+            "paths": ["/v1/chat/completions"],
+            "config": {
+                "balancer": {"healthchecks": {"active": None}, "queue": {"max_size": 1}},
+                "targets": [target(up, "/api/chat", max_concurrency=1)],
+            },
+        }
+    )
+    base = f"http://127.0.0.1:{gw.port}/v1"
+    client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+    try:
+
+        async def one() -> str:
+            stream = await client.chat.completions.create(
+                model="llama2",
+                messages=CHAT,  # type: ignore[arg-type]
+                stream=True,
+            )
+            text, finish, _ = await read_sdk_stream(stream)
+            assert finish == "stop"
+            return text
+
+        first = asyncio.create_task(one())
+        admission = gw.router.routes[0].admission
+        assert admission is not None
+        await until(lambda: gw.router.routes[0].targets[0].state.in_flight == 1)
+        second = asyncio.create_task(one())
+        await until(lambda: admission.depth == 1)
+        try:
+            await client.chat.completions.create(model="llama2", messages=CHAT)  # type: ignore[arg-type]
+        except openai.RateLimitError as exc:
+            assert exc.status_code == 429
+            assert exc.response.headers["Retry-After"] == "1"
+            assert "every target is at capacity and the queue is full" in str(exc)
+        else:
+            raise AssertionError("expected 429")
+        assert await asyncio.gather(first, second) == [up.expected_text(4)] * 2
+        # The SDK's own retry honours Retry-After and gets through once a slot frees.
+        retrying = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=3)
+        try:
+            blocker = asyncio.create_task(one())
+            await until(lambda: gw.router.routes[0].targets[0].state.in_flight == 1)
+            queued = asyncio.create_task(one())
+            await until(lambda: admission.depth == 1)
+            resp = await retrying.chat.completions.create(model="llama2", messages=CHAT)  # type: ignore[arg-type]
+            assert resp.choices[0].message.content == up.expected_text(4)
+            await asyncio.gather(blocker, queued)
+        finally:
+            await retrying.close()
     finally:
         await client.close()

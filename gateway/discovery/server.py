@@ -14,7 +14,7 @@ from balancers import TargetState
 
 from ..health import ProbeSpec
 from ..http1 import Origin
-from ..outbound import origin_of
+from ..outbound import get_request, origin_of
 
 Kind = Literal["ollama", "openai", "llamacpp"]
 USER_AGENT = "llama-gateway-discovery"
@@ -115,21 +115,14 @@ class Server:
         data = self._requests.get(path)
         if data is None:
             url = URL(self.spec.url)
-            target = url.with_path(path).with_query(url.query).raw_path_qs
-            lines = [
-                b"GET " + target.encode("ascii") + b" HTTP/1.1\r\n",
-                self.origin.host_field(),
-                b"User-Agent: " + USER_AGENT.encode("ascii") + b"\r\n",
+            data = self._requests[path] = get_request(
+                url.with_path(path).with_query(url.query),
+                self.origin,
+                self.spec.headers,
+                USER_AGENT,
                 b"Accept: application/json, text/plain\r\n",
                 b"Accept-Encoding: identity\r\n",
-                b"Connection: close\r\n",
-            ]
-            # Values were checked at config load (no CR/LF); UTF-8 as the proxied requests.
-            lines += [
-                k.encode("ascii") + b": " + v.encode("utf-8") + b"\r\n"
-                for k, v in self.spec.headers
-            ]
-            data = self._requests[path] = b"".join(lines) + b"\r\n"
+            )
         return data
 
     def expire(self, oldest: float) -> list[str]:

@@ -17,7 +17,7 @@ from balancers import Reason
 
 from ..failure import classify
 from ..http1 import Pool, Timeouts, UpstreamError
-from ..outbound import origin_of
+from ..outbound import get_request, origin_of
 
 USER_AGENT = "llama-gateway-healthcheck"
 
@@ -68,16 +68,7 @@ class ProbeRequest:
     def __init__(self, spec: ProbeSpec) -> None:
         url = URL(spec.url)
         self.origin = origin_of(url)  # the same rule as the proxied requests
-        lines = [
-            b"GET " + url.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n",
-            self.origin.host_field(),
-            b"User-Agent: " + USER_AGENT.encode("ascii") + b"\r\n",
-            # One probe, one connection: the server need not keep it for a next request.
-            b"Connection: close\r\n",
-        ]
-        # Values were checked at config load (no CR/LF); UTF-8 as the proxied requests.
-        lines += [k.encode("ascii") + b": " + v.encode("utf-8") + b"\r\n" for k, v in spec.headers]
-        self.data = b"".join(lines) + b"\r\n"
+        self.data = get_request(url, self.origin, spec.headers, USER_AGENT)
 
     def __repr__(self) -> str:
         return f"<ProbeRequest {self.origin}>"
