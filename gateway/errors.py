@@ -14,6 +14,7 @@ from .jsonutil import dumps
 NO_ROUTE = "no route matched"
 BODY_TOO_LARGE = "request body is too large"
 NO_PROMPTS = "request body doesn't contain valid prompts"
+NO_INPUT = "request body doesn't contain valid input: 'input' must be a string or a non-empty list"
 MULTIPLE_FORMATS = "request matches multiple LLM request formats"
 NO_MODEL = "model parameter not found in request, nor in gateway configuration"
 STREAMING_DISABLED = "response streaming is not enabled for this LLM"
@@ -32,8 +33,10 @@ def own_model(names: list[str]) -> str:
     return f"cannot use own model - must be one of: {', '.join(names)}"
 
 
-def transforming_to(route_type: str, fmt: str) -> str:
-    return f"error transforming to llama2://{route_type}/{fmt}"
+def transforming_to(route_type: str, fmt: str, reason: str = "") -> str:
+    """Kong's text, then (ours) why: the field and what to do instead."""
+    text = f"error transforming to llama2://{route_type}/{fmt}"
+    return f"{text}: {reason}" if reason else text
 
 
 def transformation_failed(route_type: str, reason: str) -> str:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import errors
 from .adapters.base import Call
-from .config import CHAT, COMPLETIONS, RouteConfig
+from .config import CHAT, COMPLETIONS, EMBEDDINGS, RouteConfig
 from .errors import GatewayError
 from .jsonutil import JSONDecodeError, loads
 
@@ -27,6 +27,20 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return raw
 
 
+def _is_prompt(value: Any) -> bool:
+    """OpenAI's completions `prompt`: a string, or a non-empty list of strings or of
+    token arrays (what each format can do with a list is the adapter's call)."""
+    return isinstance(value, str) or (isinstance(value, list) and len(value) > 0)
+
+
+def _is_input(value: Any) -> bool:
+    """OpenAI's embeddings `input`: a string, or a non-empty list of strings, of token
+    ids, or of token-id lists."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and len(value) > 0
+
+
 def parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
     """Steps 2–3, whatever the Content-Type (Kong#14536 let other types bypass checks)."""
     try:
@@ -35,9 +49,23 @@ def parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
         body = None
     if not isinstance(body, dict):
         raise GatewayError(400, errors.NO_PROMPTS)
+    check_shape(body, route_type)
+    return body
+
+
+def check_shape(body: dict[str, Any], route_type: str) -> None:
+    """The request's kind (messages, prompt or input) against the route type."""
     messages = body.get("messages")
     has_messages = isinstance(messages, list) and len(messages) > 0
-    has_prompt = isinstance(body.get("prompt"), str)
+    has_prompt = _is_prompt(body.get("prompt"))
+    if route_type == EMBEDDINGS:
+        if has_messages:
+            raise GatewayError(400, errors.incompatible_format(CHAT, EMBEDDINGS))
+        if has_prompt:
+            raise GatewayError(400, errors.incompatible_format(COMPLETIONS, EMBEDDINGS))
+        if not _is_input(body.get("input")):
+            raise GatewayError(400, errors.NO_INPUT)
+        return
     if not has_messages and not has_prompt:
         raise GatewayError(400, errors.NO_PROMPTS)
     if has_messages and has_prompt:
@@ -46,13 +74,17 @@ def parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
         raise GatewayError(400, errors.incompatible_format(CHAT, COMPLETIONS))
     if has_prompt and route_type == CHAT:
         raise GatewayError(400, errors.incompatible_format(COMPLETIONS, CHAT))
-    return body
+
+
+_ID_PREFIX = {CHAT: "chatcmpl-", COMPLETIONS: "cmpl-", EMBEDDINGS: "embd-"}
 
 
 def make_call(cfg: RouteConfig, body: dict[str, Any], created: int) -> Call:
     """Step 5 (streaming mode) and the adapter-facing view of the request."""
     stream = body.get("stream") is True
-    if cfg.response_streaming == "deny":
+    if cfg.route_type == EMBEDDINGS:
+        stream = False  # embeddings never stream, whatever response_streaming says
+    elif cfg.response_streaming == "deny":
         if stream:
             raise GatewayError(400, errors.STREAMING_DISABLED)
     elif cfg.response_streaming == "always":
@@ -64,6 +96,6 @@ def make_call(cfg: RouteConfig, body: dict[str, Any], created: int) -> Call:
         model=None,
         stream=stream,
         include_usage=stream and isinstance(opts, dict) and opts.get("include_usage") is True,
-        id=("chatcmpl-" if cfg.route_type == CHAT else "cmpl-") + os.urandom(12).hex(),
+        id=_ID_PREFIX[cfg.route_type] + os.urandom(12).hex(),
         created=created,
     )

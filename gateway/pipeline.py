@@ -150,10 +150,12 @@ class Gateway:
             target = route.targets[state.index]
             try:
                 data = self._request_bytes(request, target, call, rec)
-            except TransformError:
+            except TransformError as exc:
                 # This target's dialect cannot carry the request; another one may.
                 route.balancer.release(state)
-                untransformable = errors.transforming_to(call.route_type, target.adapter.format)
+                untransformable = errors.transforming_to(
+                    call.route_type, target.adapter.format, str(exc)
+                )
                 candidates = [s for s in candidates if s is not state]  # a copy: shared
                 continue
             except BaseException:

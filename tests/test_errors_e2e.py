@@ -154,7 +154,12 @@ async def test_untransformable_request(upstream, gateway, http) -> None:
     gw = await gateway(route(target(up, "/api/chat")))
     body = {"messages": [{"role": "user", "content": 42}]}
     status, data, _ = await post(http, url(gw), body)
-    assert (status, msg(data)) == (400, "error transforming to llama2://llm/v1/chat/ollama")
+    # Kong's text, then the adapter's reason naming the field.
+    assert (status, msg(data)) == (
+        400,
+        "error transforming to llama2://llm/v1/chat/ollama: messages[0]: content must be "
+        "a string or a list of text parts",
+    )
     assert up.generation_requests() == []
 
 

@@ -27,13 +27,19 @@ class ResponseError(Exception):
 class Call:
     """One client request as the adapters see it (built once by the pipeline)."""
 
-    route_type: str  # config.CHAT | config.COMPLETIONS
-    body: dict[str, Any]  # the client's JSON object; adapters never mutate it
+    route_type: str  # config.CHAT | config.COMPLETIONS | config.EMBEDDINGS
+    body: dict[str, Any]  # the client's JSON object (OpenAI shape); adapters never mutate it
     model: str | None  # the target's model.name, else the client's `model`
     stream: bool  # the upstream streams and the client gets SSE
     include_usage: bool  # client sent stream_options.include_usage: true
     id: str  # response id: "chatcmpl-…" (chat) / "cmpl-…" (completions)
     created: int  # unix seconds
+    # Ollama-native request fields with no OpenAI equivalent, set only by the Ollama
+    # front door: `options` entries (e.g. num_ctx, repeat_penalty) and top-level keys
+    # (keep_alive, think, system, template, raw, context, suffix). The ollama adapter
+    # passes them on; the others map what their server has or refuse by name.
+    native_options: dict[str, Any] | None = None
+    native_fields: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

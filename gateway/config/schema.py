@@ -13,7 +13,8 @@ from balancers.registry import implemented
 
 CHAT = "llm/v1/chat"
 COMPLETIONS = "llm/v1/completions"
-ROUTE_TYPES = (CHAT, COMPLETIONS)
+EMBEDDINGS = "llm/v1/embeddings"
+ROUTE_TYPES = (CHAT, COMPLETIONS, EMBEDDINGS)
 FORMATS = ("raw", "ollama", "openai")
 # Kong's names, in Kong's order, then ours; each has a module in balancers/ (Kong's
 # optional `semantic` needs embeddings and is not offered).
