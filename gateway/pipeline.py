@@ -23,13 +23,14 @@ from .adapters.base import Call, ResponseError, TransformError
 from .adapters.common import estimated_usage
 from .admission import Admission, QueueRejected
 from .config.schema import PRIORITY_RANGE, QueueConfig
+from .dialect import JSON, OPENAI, Dialect
 from .errors import GatewayError
 from .failure import Failure, classify, retry_after, retryable, status_failure, unreadable
 from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
-from .intake import make_call, parse_body, read_body
+from .intake import check_shape, make_call, parse_body, read_body
 from .jsonutil import dumps
 from .observe import FailedAttempt, Observer, RequestRecord
-from .replies import error_response, gateway_headers, success_headers
+from .replies import gateway_headers, success_headers
 from .routing import Route, Target
 from .streaming import AdapterBug, StreamEnd, relay_stream
 
@@ -44,11 +45,23 @@ class Attempt:
     """The attempt loop's private state (what observers see is in the RequestRecord)."""
 
     rec: RequestRecord
+    dialect: Dialect
     last_failure: Failure | None = None
     sent_at: float = 0.0
     headers_at: float = 0.0
     passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
     picked: TargetState | None = None  # the pick not yet reported (see `_report`)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request a front door has already read, parsed and put in OpenAI's shape."""
+
+    raw: bytes  # the client's bytes (size limit, access log)
+    body: dict[str, Any]  # OpenAI-shaped request body
+    dialect: Dialect  # how the answer is shaped
+    native_options: dict[str, Any] | None = None  # see adapters.base.Call
+    native_fields: dict[str, Any] | None = None
 
 
 class Gateway:
@@ -73,19 +86,24 @@ class Gateway:
 
     # ------------------------------------------------------------------ request intake
 
-    async def handle(self, request: web.Request, route: Route) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, route: Route, prepared: Prepared | None = None
+    ) -> web.StreamResponse:
+        """Answer `request` on `route`: read from the request itself (a route path), or
+        `prepared` by a front door."""
         rec = RequestRecord(route=route, started=self.clock(), wall_started=self.wall())
+        dialect = OPENAI if prepared is None else prepared.dialect
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
         self.in_flight += 1
         try:
-            resp = await self._handle(request, route, rec)
+            resp = await self._handle(request, route, rec, dialect, prepared)
             rec.status = resp.status
             return resp
         except GatewayError as exc:
             rec.status, rec.error = exc.status, exc.message
-            return error_response(exc.status, exc.message, exc.headers)
+            return dialect.error(exc.status, exc.message, exc.headers)
         except asyncio.CancelledError:
             rec.outcome = observe.CANCELLED
             if not self.closing or rec.status:
@@ -94,12 +112,12 @@ class Gateway:
             # answer instead of a dropped connection.
             task.uncancel()
             rec.status, rec.error = 503, errors.SHUTDOWN
-            return error_response(503, errors.SHUTDOWN)
+            return dialect.error(503, errors.SHUTDOWN)
         except Exception:
             # A bug must not turn into aiohttp's text/plain 500 (or a leaked traceback).
             log.exception("internal error on route %s", route.name)
             rec.status, rec.outcome, rec.error = 500, observe.GATEWAY_ERROR, errors.INTERNAL
-            return error_response(500, errors.INTERNAL)
+            return dialect.error(500, errors.INTERNAL)
         finally:
             self.tasks.discard(task)
             self.in_flight -= 1
@@ -110,18 +128,37 @@ class Gateway:
                 obs.finished(rec)
 
     async def _handle(
-        self, request: web.Request, route: Route, rec: RequestRecord
+        self,
+        request: web.Request,
+        route: Route,
+        rec: RequestRecord,
+        dialect: Dialect,
+        prepared: Prepared | None,
     ) -> web.StreamResponse:
         cfg = route.cfg
-        raw = rec.request_body = await read_body(request, cfg.max_request_body_size)
+        limit = cfg.max_request_body_size
+        if prepared is None:
+            raw = rec.request_body = await read_body(request, limit)
+            body = parse_body(raw, cfg.route_type)
+        else:
+            raw = rec.request_body = prepared.raw
+            if limit and len(raw) > limit:  # the front door read up to the largest limit
+                raise GatewayError(413, errors.BODY_TOO_LARGE)
+            body = prepared.body
+            check_shape(body, cfg.route_type)
         rec.body_size = len(raw)
-        body = parse_body(raw, cfg.route_type)
         model = body.get("model")
         candidates, preferred = route.candidates(model)
         call = make_call(cfg, body, int(rec.wall_started))
+        if prepared is not None:
+            call.native_options, call.native_fields = (
+                prepared.native_options,
+                prepared.native_fields,
+            )
         rec.stream = call.stream
         rec.request_model = model if isinstance(model, str) and model.isprintable() else None
-        return await self._attempts(request, route, call, candidates, preferred, Attempt(rec))
+        att = Attempt(rec, dialect)
+        return await self._attempts(request, route, call, candidates, preferred, att)
 
     # ------------------------------------------------------------------ attempt loop
 
@@ -241,7 +278,7 @@ class Gateway:
         else:
             message, status = errors.upstream_unavailable(target.name), 502
         rec.error = message
-        return error_response(status, message, gateway_headers(target, att.rec.attempts))
+        return att.dialect.error(status, message, gateway_headers(target, att.rec.attempts))
 
     # ------------------------------------------------------------------ one attempt
 
@@ -304,8 +341,8 @@ class Gateway:
             ),
         )
         return web.Response(
-            body=parsed.body,
-            content_type="application/json",
+            body=att.dialect.answer(call, parsed, rec),
+            content_type=JSON,
             headers=success_headers(route, target, call, att.rec, att.sent_at, att.headers_at),
         )
 
@@ -325,12 +362,18 @@ class Gateway:
     async def _non_200(
         self, route: Route, target: Target, resp: Response, att: Attempt
     ) -> web.Response | Failure:
-        """Upstream non-200: passed through unchanged, unless failover applies (then the
-        pass-through is kept in case no other target answers)."""
+        """Upstream non-200: passed through (an error body in the client's dialect),
+        unless failover applies (then the pass-through is kept in case no other target
+        answers)."""
         data = await resp.read(route.cfg.max_response_body)
         headers = {k: resp.headers[k] for k in _PASSTHROUGH_HEADERS if k in resp.headers}
+        body = data
+        if resp.status >= 400:
+            body, reshaped = att.dialect.upstream_error(resp.status, data)
+            if reshaped:
+                headers["Content-Type"] = JSON
         headers.update(gateway_headers(target, att.rec.attempts))
-        answer = web.Response(status=resp.status, body=data, headers=headers)
+        answer = web.Response(status=resp.status, body=body, headers=headers)
         failure = status_failure(resp.status)
         retry = failure.criterion in route.cfg.balancer.failover_criteria
         # Reported either way (the breaker ignores client-caused statuses); only an
@@ -345,7 +388,7 @@ class Gateway:
             return failure
         rec = att.rec
         rec.answered_by_upstream = True
-        rec.response_body = data
+        rec.response_body = data  # the upstream's own bytes, before any re-shaping
         return answer
 
     def _failed(self, route: Route, target: Target, failure: Failure, att: Attempt) -> Failure:
@@ -394,7 +437,9 @@ class Gateway:
         resp: Response,
         att: Attempt,
     ) -> web.StreamResponse | Failure:
-        decoder = target.adapter.decoder(call, target.cfg.options)
+        decoder = att.dialect.stream(
+            call, target.adapter.decoder(call, target.cfg.options), att.rec, self.clock
+        )
         end = await relay_stream(
             request,
             resp,

@@ -1,4 +1,4 @@
-"""Relay one upstream stream to the client as OpenAI SSE.
+"""Relay one upstream stream to the client (OpenAI SSE, or what the decoder makes).
 
 Until the first client event exists nothing is committed, so a failure there is
 returned as a `Failure` the attempt loop may fail over; after it, failures end the
@@ -19,15 +19,14 @@ from aiohttp import web
 from balancers import Reason
 
 from .adapters.base import StreamDecoder, Usage
-from .errors import SHUTDOWN, UNREADABLE_FRAME, error_event
+from .errors import SHUTDOWN, UNREADABLE_FRAME
 from .failure import Failure, classify
 from .framing import FrameTooLarge
 from .http1 import Response, UpstreamError
 
 log = logging.getLogger("llama_gateway")
 
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
+STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # tells nginx-style proxies in front of us not to buffer
 }
@@ -94,7 +93,10 @@ async def relay_stream(
     first = await _first_events(upstream, decoder, target)
     if isinstance(first, Failure):
         return first
-    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    resp = web.StreamResponse(
+        status=200,
+        headers={"Content-Type": decoder.content_type, **STREAM_HEADERS, **headers},
+    )
     first_at = clock()
     error: str | None = None
     failure: Reason | None = None
@@ -109,17 +111,17 @@ async def relay_stream(
             except UpstreamError as exc:
                 timed_out = classify(exc).is_timeout
                 error = "upstream timed out" if timed_out else "upstream connection lost"
-                events, failure = [error_event(error)], Reason.MIDSTREAM
+                events, failure = [decoder.error_event(error)], Reason.MIDSTREAM
                 data = b""
             except FrameTooLarge as exc:
                 error, failure = str(exc), Reason.MIDSTREAM
-                events, data = [error_event(error)], b""
+                events, data = [decoder.error_event(error)], b""
             except Exception:
                 # Our decoder's bug must not break the HTTP framing of a committed
                 # stream: end it with the error event instead; not the upstream's fault.
                 log.exception("stream decoder failed (target %s)", target)
                 error = UNREADABLE_FRAME
-                events, data = [error_event(error)], b""
+                events, data = [decoder.error_event(error)], b""
             if events:
                 await resp.write(b"".join(events))
             if not data:
@@ -136,7 +138,7 @@ async def relay_stream(
                 task.uncancel()
             error, shutdown = SHUTDOWN, True
             try:
-                await resp.write(error_event(SHUTDOWN))
+                await resp.write(decoder.error_event(SHUTDOWN))
                 await resp.write_eof()
             except ConnectionError:
                 pass

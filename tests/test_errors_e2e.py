@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import aiohttp
+import pytest
 from helpers import route, target, url
 
 from gateway.sim import Behaviour
@@ -188,15 +189,70 @@ async def test_untransformable_here_and_unavailable_there_is_503(upstream, gatew
     assert int(headers["Retry-After"]) >= 1
 
 
-async def test_upstream_non_200_passed_through_unchanged(upstream, gateway, http) -> None:
+async def test_upstream_non_200_passed_through_in_openai_shape(upstream, gateway, http) -> None:
+    """Status kept; Ollama's `{"error": "…"}` becomes OpenAI's error object, so OpenAI
+    clients read `error.message`; the upstream's own bytes stay in the access log."""
     up = await upstream("ollama", models=("llama2",))
     gw = await gateway(route(target(up, "/api/chat", name=None)))
     async with http.post(url(gw), json={"model": "nope", "messages": CHAT}) as r:
         assert r.status == 404
-        assert await r.read() == b'{"error":"model \'nope\' not found"}'
+        assert r.content_type == "application/json"
+        assert await r.json() == {
+            "error": {
+                "message": "model 'nope' not found",
+                "type": "not_found_error",
+                "code": None,
+            }
+        }
         assert r.headers["X-Gateway-Attempts"] == "1"
     state = gw.router.routes[0].targets[0].state
     assert (state.requests, state.failures) == (1, 0), "a client-caused 404 is no target failure"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        # TGI: error_type becomes the code
+        (
+            422,
+            b'{"error":"Input validation error: bad","error_type":"validation"}',
+            {
+                "message": "Input validation error: bad",
+                "type": "invalid_request_error",
+                "code": "validation",
+            },
+        ),
+        # an HTML page from a proxy in front of the server
+        (
+            502,
+            b"<html><body>Bad Gateway</body></html>",
+            {
+                "message": "<html><body>Bad Gateway</body></html>",
+                "type": "server_error",
+                "code": None,
+            },
+        ),
+        # an empty body still says something
+        (503, b"", {"message": "upstream answered 503", "type": "server_error", "code": None}),
+    ],
+)
+async def test_upstream_error_bodies_reshaped(
+    upstream, gateway, http, status: int, body: bytes, expected: dict
+) -> None:
+    up = await upstream("tgi", behaviour=Behaviour(status=status, error_body=body))
+    gw = await gateway(route(target(up, "/generate", fmt="raw")))
+    async with http.post(url(gw), json={"messages": CHAT}) as r:
+        assert r.status == status
+        assert await r.json() == {"error": expected}
+
+
+async def test_openai_shaped_upstream_error_passes_byte_for_byte(upstream, gateway, http) -> None:
+    body = b'{"error":{"code":500,"message":"boom","type":"server_error"}}'
+    up = await upstream("llamacpp", behaviour=Behaviour(status=500, error_body=body))
+    t = target(up, "/completion", fmt="raw", options={"raw_flavor": "llamacpp"})
+    gw = await gateway(route(t))
+    async with http.post(url(gw), json={"messages": CHAT}) as r:
+        assert (r.status, await r.read()) == (500, body)
 
 
 async def test_unreadable_200_is_500(upstream, gateway, http) -> None:

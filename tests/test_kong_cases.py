@@ -143,15 +143,16 @@ async def test_auth_client_wrong_key_with_allow_override_gets_upstream_401(
 ) -> None:
     """07-llama2_integration_spec "runs good request in completions format with client
     wrong auth": with allow_override the client's wrong key reaches the upstream, whose
-    401 is passed through unchanged (Kong's mock words it "Model requires a Pro
-    subscription."; ours says "unauthorized")."""
+    401 is passed through (Kong's mock words it "Model requires a Pro subscription.";
+    ours says "unauthorized"). Status as Kong; the body in OpenAI's error shape (ours:
+    Kong passes `{"error": "…"}` on, which OpenAI clients cannot read)."""
     up = await llama2_upstream(upstream)
     gw = await gateway(route(raw_completions(up, True), path="/raw/llm/v1/completions"))
     status, body, _ = await kong_get(
         http, url(gw, "/raw/llm/v1/completions"), COMPLETIONS, {"Authorization": "Bearer wrong"}
     )
     assert status == 401
-    assert body == {"error": "unauthorized"}  # the upstream's body, as it sent it
+    assert body["error"]["message"] == "unauthorized"  # the upstream's text
     assert up.generation_requests()[0].headers["Authorization"] == "Bearer wrong"
 
 
@@ -227,12 +228,13 @@ async def test_one_shot_404_passed_through(upstream, gateway, http) -> None:
         "GET", url(gw), data=json.dumps(CHAT), headers={"content-type": "application/json"}
     ) as r:
         assert r.status == 404
-        assert await r.read() == b"404: Not Found"  # aiohttp's own answer in the fake
+        # aiohttp's own text answer in the fake, in OpenAI's error shape
+        assert (await r.json())["error"]["message"] == "404: Not Found"
 
 
 async def test_one_shot_401_passed_through(upstream, gateway, http) -> None:
     """07-llama2_integration_spec "one-shot request" / "401": the configured key is wrong
-    → the upstream's 401 reaches the client unchanged."""
+    → the upstream's 401 reaches the client (its text in OpenAI's error shape)."""
     up = await llama2_upstream(upstream)
     wrong = {"header_name": "Authorization", "header_value": "Bearer wrong-key"}
     t = target(
@@ -240,7 +242,7 @@ async def test_one_shot_401_passed_through(upstream, gateway, http) -> None:
     )
     gw = await gateway(route(t))
     status, body, _ = await kong_get(http, url(gw), CHAT)
-    assert status == 401 and body == {"error": "unauthorized"}
+    assert status == 401 and body["error"]["message"] == "unauthorized"
 
 
 # ---------------------------------------------------------------- 01-unit_spec

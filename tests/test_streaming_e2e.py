@@ -156,7 +156,7 @@ async def test_non_200_in_stream_mode_is_passed_through(upstream, gateway, http)
     async with http.post(url(gw), json={"model": "nope", "messages": CHAT, "stream": True}) as r:
         assert r.status == 404
         assert r.headers["Content-Type"].startswith("application/json")
-        assert await r.json() == {"error": "model 'nope' not found"}
+        assert (await r.json())["error"]["message"] == "model 'nope' not found"
 
 
 async def test_upstream_dies_mid_stream(upstream, gateway, http) -> None:

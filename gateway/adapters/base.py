@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ModelOptions
+from ..errors import error_event
 
 
 class TransformError(Exception):
@@ -69,6 +70,15 @@ class StreamDecoder(ABC):
     An upstream frame past the size limit raises `framing.FrameTooLarge` out of `feed`:
     the rest of the stream cannot be read, and how to end it is the caller's to decide.
     """
+
+    # What the client's stream is: OpenAI SSE here; the Ollama front door's wrapper
+    # makes NDJSON and overrides both.
+    content_type = "text/event-stream"
+
+    def error_event(self, message: str) -> bytes:
+        """The event that ends a committed stream with an error the relay saw itself
+        (upstream lost, frame too large, our shutdown)."""
+        return error_event(message)
 
     def __init__(self) -> None:
         self.usage: Usage | None = None

@@ -225,6 +225,20 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FrontendsConfig:
+    """Our extension: model-addressed front doors. A prefix is None when that front door
+    is off (the default), else the path its endpoints hang under ("" = at the root)."""
+
+    openai: str | None = None  # {prefix}/chat/completions, /completions, /embeddings, /models
+    ollama: str | None = None  # {prefix}/api/chat, /api/generate, /api/embed, /api/tags, …
+
+    @property
+    def enabled(self) -> bool:
+        return self.openai is not None or self.ollama is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     routes: tuple[RouteConfig, ...]
+    frontends: FrontendsConfig = FrontendsConfig()

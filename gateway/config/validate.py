@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ._balancer import BalancerChecks
+from ._frontends import FrontendChecks
 from ._target import TargetChecks
 from .schema import (
     MAX_RESPONSE_BODY,
@@ -69,14 +70,14 @@ _SINGLE_TARGET_KEYS = {
 }
 
 
-class _Validator(BalancerChecks, TargetChecks):
+class _Validator(BalancerChecks, TargetChecks, FrontendChecks):
     # ---- document --------------------------------------------------------------------
 
     def config(self, raw: Any) -> Config | None:
         if raw is None:
             self.err("", "empty configuration")
             return None
-        top = self.mapping(raw, "", {"server", "routes"}, {})
+        top = self.mapping(raw, "", {"server", "routes", "frontends"}, {})
         server = self.server(top.get("server"))
         routes_raw = top.get("routes")
         routes: list[RouteConfig] = []
@@ -88,7 +89,8 @@ class _Validator(BalancerChecks, TargetChecks):
                 if route is not None:
                     routes.append(route)
         self.check_route_uniqueness(routes)
-        return Config(server=server, routes=tuple(routes))
+        frontends = self.frontends(top.get("frontends"), routes)
+        return Config(server=server, routes=tuple(routes), frontends=frontends)
 
     def server(self, raw: Any) -> ServerConfig:
         d = self.mapping(
