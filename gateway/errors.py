@@ -23,6 +23,10 @@ SHUTDOWN = "gateway is shutting down"
 UNREADABLE_FRAME = "transformation failed: unreadable upstream frame"
 
 
+def method_not_allowed(method: str) -> str:
+    return f"method {method} is not allowed here"
+
+
 def incompatible_format(request_type: str, route_type: str) -> str:
     return f"[{request_type}] message format is not compatible with [{route_type}] route type"
 

@@ -22,6 +22,7 @@ from . import errors
 from .accesslog import AccessLog
 from .config import Config
 from .discovery import build_discovery
+from .frontends import Catalog, OllamaFront, OpenAIFront, route_models, sibling_lists
 from .health import build_health_checker
 from .http1 import Pool
 from .jsonutil import dumps
@@ -50,6 +51,11 @@ class GatewayServer:
             self.router.routes, interval=DISCOVERY_INTERVAL, clock=clock
         )
         self.gateway: Gateway | None = None
+        self.catalog = Catalog(self.router.routes)
+        self.started_at = time.time()
+        # GET …/models next to each Kong-style route path ending in /chat/completions
+        # or /completions (an OpenAI SDK with that route's base URL lists models there).
+        self.model_lists = sibling_lists(self.router.routes, set(self.router.exact))
         self._proxy_runner: web.AppRunner | None = None
         self._status_runner: web.AppRunner | None = None
         self.port = 0
@@ -61,9 +67,33 @@ class GatewayServer:
         limits = [r.cfg.max_request_body_size for r in self.router.routes]
         # The per-route limit is checked in the pipeline; aiohttp's cap only needs to
         # admit the largest one (0 = unlimited anywhere disables it).
-        app = web.Application(client_max_size=0 if 0 in limits else max(limits) + 1)
+        largest = 0 if 0 in limits else max(limits)
+        app = web.Application(client_max_size=largest + 1 if largest else 0)
+        for front in self._fronts(largest):
+            app.router.add_routes(front.routes())
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         return app
+
+    def _fronts(self, body_limit: int) -> list[OpenAIFront | OllamaFront]:
+        f = self.config.frontends
+        out: list[OpenAIFront | OllamaFront] = []
+        if f.openai is not None:
+            out.append(
+                OpenAIFront(f.openai, self.catalog, self._gateway, body_limit, int(self.started_at))
+            )
+        if f.ollama is not None:
+            root = f.ollama + "/"
+            free = root not in self.router.exact and root not in self.model_lists
+            out.append(
+                OllamaFront(
+                    f.ollama, self.catalog, self._gateway, body_limit, self.started_at, free
+                )
+            )
+        return out
+
+    def _gateway(self) -> Gateway:
+        assert self.gateway is not None, "server not started"
+        return self.gateway
 
     def status_app(self) -> web.Application:
         app = web.Application()
@@ -76,6 +106,9 @@ class GatewayServer:
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         route = self.router.match(request.path)
         if route is None:
+            listed = self.model_lists.get(request.path)
+            if listed is not None and request.method in ("GET", "HEAD"):
+                return route_models(listed, self.catalog, int(self.started_at))
             return error_response(404, errors.NO_ROUTE)
         assert self.gateway is not None
         return await self.gateway.handle(request, route)

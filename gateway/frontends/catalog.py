@@ -1,0 +1,111 @@
+"""Which route serves a model: the front doors' dispatch table and model listings.
+
+Built once at startup from the routes: a model named by a target (`model.name` or
+`model_alias`) belongs to that target's route for its route type (the config check
+makes that unique). Routes with targets that name no model serve what their servers
+have: the models discovery found there, or, while a server's models are unknown, any
+model. Listings show the named models and the discovered ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..discovery import display_names
+
+if TYPE_CHECKING:
+    from ..routing import Route
+
+LATEST = ":latest"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    route: Route
+    route_type: str
+    owned_by: str  # the route for a configured name, the target for a discovered one
+    loaded: bool | None = None  # discovery says it is in memory; None: not known
+
+
+def _twin(model: str) -> str | None:
+    """Ollama resolves `x` to `x:latest`: the other spelling of the same model."""
+    if model.endswith(LATEST):
+        return model[: -len(LATEST)]
+    if ":" not in model:
+        return model + LATEST
+    return None
+
+
+class Catalog:
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = list(routes)
+        self._named: dict[tuple[str, str], Route] = {}
+        self._open: dict[str, list[Route]] = {}  # route type → routes with unnamed targets
+        self._by_type: dict[str, list[Route]] = {}
+        for r in routes:
+            rt = r.cfg.route_type
+            self._by_type.setdefault(rt, []).append(r)
+            for name in (*r.by_alias, *r.by_name):
+                self._named.setdefault((rt, name), r)
+            if r.unnamed:
+                self._open.setdefault(rt, []).append(r)
+
+    def route_types(self) -> set[str]:
+        return set(self._by_type)
+
+    def route_for(self, route_type: str, model: object) -> tuple[Route | None, str | None]:
+        """The route for `model` and the model's name as that route knows it (Ollama's
+        `x` and `x:latest` are one model). Without a model: the only route of the type."""
+        if not isinstance(model, str) or not model:
+            routes = self._by_type.get(route_type, [])
+            return (routes[0], None) if len(routes) == 1 else (None, None)
+        twin = _twin(model)
+        for name in (model, twin):
+            if name is not None and (route_type, name) in self._named:
+                return self._named[(route_type, name)], name
+        fallback: Route | None = None
+        for r in self._open.get(route_type, ()):
+            for s in r.unnamed:
+                if s.models_installed is None or not r.discovered:
+                    fallback = fallback or r  # its models are unknown: any may be there
+                elif model in s.models_installed:
+                    return r, model
+                elif twin is not None and twin in s.models_installed:
+                    return r, twin
+        return fallback, model if fallback is not None else None
+
+    def entries(self, route_type: str | None = None) -> list[ModelEntry]:
+        """Every model a front door can dispatch, once per (model, route type), in
+        route order; configured names first, then discovered ones."""
+        out: list[ModelEntry] = []
+        seen: set[tuple[str, str]] = set()
+
+        def add(entry: ModelEntry) -> None:
+            key = (entry.id, entry.route_type)
+            if key not in seen:
+                seen.add(key)
+                out.append(entry)
+
+        for r in self.routes:
+            rt = r.cfg.route_type
+            if route_type is not None and rt != route_type:
+                continue
+            for t in r.targets:
+                m = t.cfg.model
+                for name in (m.model_alias, m.name):
+                    if name:
+                        add(ModelEntry(name, r, rt, r.name))
+            for s in r.unnamed:
+                if s.models_installed is None:
+                    continue
+                loaded = s.models_loaded or frozenset()
+                for name in display_names(s.models_installed):
+                    add(ModelEntry(name, r, rt, s.name, name in loaded))
+        return out
+
+    def names(self, route_type: str | None = None) -> list[str]:
+        """Distinct model ids, sorted (for "not found" messages)."""
+        return sorted({e.id for e in self.entries(route_type)})

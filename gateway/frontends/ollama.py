@@ -1,0 +1,291 @@
+"""The Ollama front door: Ollama's own API, in front of any upstream format.
+
+`/api/chat`, `/api/generate`, `/api/embed` (and the older `/api/embeddings`) are read
+as Ollama reads them (streaming unless `"stream": false`), dispatched by model like the
+OpenAI front door, and answered in Ollama's shapes (NDJSON streams, `done`,
+`done_reason`, counts, durations in ns, `{"error": "…"}`). `/api/tags`, `/api/ps`,
+`/api/show` and `/api/version` answer from the config and what discovery knows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .. import errors
+from ..adapters.base import Call, Parsed, StreamDecoder
+from ..config import CHAT, COMPLETIONS, EMBEDDINGS
+from ..dialect import JSON, Dialect, upstream_error_text
+from ..errors import GatewayError
+from ..intake import read_body
+from ..jsonutil import JSONDecodeError, dumps, loads
+from ..pipeline import Gateway, Prepared
+from . import ollama_request as req
+from .catalog import Catalog, ModelEntry
+from .ollama_response import (
+    NDJSONStream,
+    Timing,
+    chat_answer,
+    created_at,
+    embed_answer,
+    generate_answer,
+    warm_up_answer,
+)
+
+if TYPE_CHECKING:
+    from ..observe import RequestRecord
+
+# The Ollama API version this front door follows (clients may check it).
+OLLAMA_VERSION = "0.12.0"
+
+
+def ollama_error(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=dumps({"error": message}), content_type=JSON, headers=headers
+    )
+
+
+class OllamaDialect(Dialect):
+    """One request's: which endpoint it came by decides the answer's shape."""
+
+    name = "ollama"
+
+    def __init__(self, kind: str, model: str) -> None:
+        self.kind = kind  # chat | generate | embed | embeddings
+        self.model = model  # as the client named it: Ollama answers echo it
+
+    def error(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        return ollama_error(status, message, headers)
+
+    def upstream_error(self, status: int, body: bytes) -> tuple[bytes, bool]:
+        text = upstream_error_text(body)[0] or f"upstream answered {status}"
+        return dumps({"error": text}), True
+
+    def answer(self, call: Call, parsed: Parsed, rec: RequestRecord) -> bytes:
+        obj = loads(parsed.body)
+        # Non-stream: the wait before the upstream was asked counts as prompt time, the
+        # upstream's whole answer as generation time.
+        sent = rec.started + (rec.proxy_latency or 0.0)
+        timing = Timing(rec.started, sent, rec.started + (rec.ttft or 0.0))
+        if self.kind == "chat":
+            return dumps(chat_answer(obj, self.model, timing))
+        if self.kind == "generate":
+            return dumps(generate_answer(obj, self.model, timing))
+        return dumps(embed_answer(obj, self.model, timing, self.kind == "embeddings"))
+
+    def stream(
+        self, call: Call, decoder: StreamDecoder, rec: RequestRecord, clock: Callable[[], float]
+    ) -> StreamDecoder:
+        return NDJSONStream(decoder, self.kind == "chat", self.model, rec.started, clock)
+
+
+def _digest(name: str) -> str:
+    """A stable id for a model name (not a hash of weights: the gateway has none)."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _details() -> dict[str, Any]:
+    # What the gateway cannot know about a model behind it: honest empties.
+    return {
+        "parent_model": "",
+        "format": "",
+        "family": "",
+        "families": None,
+        "parameter_size": "",
+        "quantization_level": "",
+    }
+
+
+class OllamaFront:
+    def __init__(
+        self,
+        prefix: str,
+        catalog: Catalog,
+        gateway: Callable[[], Gateway],
+        body_limit: int,
+        started: float,
+        root: bool,
+    ) -> None:
+        self.prefix = prefix
+        self.catalog = catalog
+        self._gateway = gateway
+        self.body_limit = body_limit
+        self.modified_at = created_at(started)
+        self.root = root  # serve `{prefix}/` ("Ollama is running"): no route path there
+
+    def routes(self) -> list[web.RouteDef]:
+        p = self.prefix + "/api"
+        out = [
+            web.route("*", p + "/chat", self._post(self.chat)),
+            web.route("*", p + "/generate", self._post(self.generate)),
+            web.route("*", p + "/embed", self._post(self.embed)),
+            web.route("*", p + "/embeddings", self._post(self.embeddings)),
+            web.route("*", p + "/show", self._post(self.show)),
+            web.route("*", p + "/tags", self._get(self.tags)),
+            web.route("*", p + "/ps", self._get(self.ps)),
+            web.route("*", p + "/version", self._get(self.version)),
+        ]
+        if self.root:
+            out.append(web.route("*", self.prefix + "/", self._get(self.running)))
+        return out
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _post(self, handler: Callable[[web.Request, dict[str, Any], bytes], Any]) -> Any:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if request.method != "POST":
+                return ollama_error(405, errors.method_not_allowed(request.method))
+            try:
+                raw = await read_body(request, self.body_limit)
+            except GatewayError as exc:
+                return ollama_error(exc.status, exc.message)
+            try:
+                obj = loads(raw) if raw else None
+            except JSONDecodeError:
+                obj = None
+            if not isinstance(obj, dict):
+                return ollama_error(400, "invalid JSON body: expected an object")
+            try:
+                resp: web.StreamResponse = await handler(request, obj, raw)
+            except req.BadRequest as exc:
+                return ollama_error(400, str(exc))
+            return resp
+
+        return wrapped
+
+    def _get(self, handler: Callable[[web.Request], Any]) -> Any:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if request.method not in ("GET", "HEAD"):
+                return ollama_error(405, errors.method_not_allowed(request.method))
+            resp: web.StreamResponse = await handler(request)
+            return resp
+
+        return wrapped
+
+    def _not_found(self, model: str, route_type: str | None = None) -> web.Response:
+        names = self.catalog.names(route_type)
+        listed = ", ".join(names) if names else "none"
+        return ollama_error(404, f"model '{model}' not found; available: {listed}")
+
+    async def _dispatch(
+        self, request: web.Request, raw: bytes, conv: req.Converted, kind: str
+    ) -> web.StreamResponse:
+        model = conv.body["model"]
+        route, name = self.catalog.route_for(conv.route_type, model)
+        if route is None and conv.route_type == COMPLETIONS:
+            # Ollama generates for every model; ours may only be served for chat.
+            route, name = self.catalog.route_for(CHAT, model)
+            if route is not None:
+                conv = req.generate_as_chat(conv)
+        if route is None:
+            return self._not_found(model)
+        if conv.warm_up:
+            return web.Response(body=dumps(warm_up_answer(kind, model)), content_type=JSON)
+        if name is not None and name != model:
+            conv.body["model"] = name
+        prepared = Prepared(
+            raw, conv.body, OllamaDialect(kind, model), conv.native_options, conv.native_fields
+        )
+        return await self._gateway().handle(request, route, prepared)
+
+    # ------------------------------------------------------------------ generation
+
+    async def chat(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
+        return await self._dispatch(request, raw, req.chat(obj), "chat")
+
+    async def generate(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
+        return await self._dispatch(request, raw, req.generate(obj), "generate")
+
+    async def embed(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
+        return await self._dispatch(request, raw, req.embed(obj, legacy=False), "embed")
+
+    async def embeddings(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
+        return await self._dispatch(request, raw, req.embed(obj, legacy=True), "embeddings")
+
+    # ------------------------------------------------------------------ model info
+
+    def _model(self, e: ModelEntry) -> dict[str, Any]:
+        return {
+            "name": e.id,
+            "model": e.id,
+            "modified_at": self.modified_at,
+            "size": 0,
+            "digest": _digest(e.id),
+            "details": _details(),
+        }
+
+    def _unique(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        seen: set[str] = set()
+        out = []
+        for e in entries:
+            if e.id not in seen:
+                seen.add(e.id)
+                out.append(e)
+        return out
+
+    async def tags(self, request: web.Request) -> web.Response:
+        models = [self._model(e) for e in self._unique(self.catalog.entries())]
+        return web.Response(body=dumps({"models": models}), content_type=JSON)
+
+    async def ps(self, request: web.Request) -> web.Response:
+        """Models in memory as discovery saw them, and configured models (a configured
+        name is served by a target that is up; its server's memory is not known)."""
+        models = []
+        for e in self._unique(self.catalog.entries()):
+            if e.loaded is False:
+                continue
+            if e.loaded is None and not any(t.state.healthy for t in e.route.targets):
+                continue
+            models.append({**self._model(e), "expires_at": None, "size_vram": 0})
+        return web.Response(body=dumps({"models": models}), content_type=JSON)
+
+    async def show(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
+        model = obj.get("model") or obj.get("name")
+        if not isinstance(model, str) or not model:
+            raise req.BadRequest("model is required")
+        types = set()
+        tools = False
+        for rt in (CHAT, COMPLETIONS, EMBEDDINGS):
+            route, _ = self.catalog.route_for(rt, model)
+            if route is None or route.cfg.route_type != rt:
+                continue
+            types.add(rt)
+            serving = [
+                t
+                for t in route.targets
+                if t.cfg.model.name in (None, model) or t.cfg.model.model_alias == model
+            ]
+            if rt == CHAT and any(t.adapter.format != "raw" for t in serving):
+                tools = True  # Ollama and OpenAI servers take tools; raw ones cannot
+        if not types:
+            return self._not_found(model)
+        capabilities = []
+        if types & {CHAT, COMPLETIONS}:
+            capabilities.append("completion")
+        if tools:
+            capabilities.append("tools")
+        if EMBEDDINGS in types:
+            capabilities.append("embedding")
+        body = {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": _details(),
+            "model_info": {},
+            "capabilities": capabilities,
+            "modified_at": self.modified_at,
+        }
+        return web.Response(body=dumps(body), content_type=JSON)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.Response(body=dumps({"version": OLLAMA_VERSION}), content_type=JSON)
+
+    async def running(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")

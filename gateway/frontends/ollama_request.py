@@ -1,0 +1,257 @@
+"""Ollama-native requests → the OpenAI-shaped body the pipeline and adapters take.
+
+Pure. What has an OpenAI equivalent is mapped to it (num_predict → max_tokens, format →
+response_format, images → image parts, tool calls with object arguments → JSON-string
+arguments); what has none travels beside the body (`native_options`, `native_fields`)
+for the adapters to pass on to an Ollama server, map, or refuse by name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import CHAT, COMPLETIONS, EMBEDDINGS
+from ..jsonutil import dumps
+
+# Ollama option → OpenAI request field.
+_OPTION_FIELDS = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "seed": "seed",
+    "stop": "stop",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
+# Top-level Ollama keys with no OpenAI field (the adapters decide).
+_NATIVE = ("keep_alive", "think", "system", "template", "raw", "context", "images")
+_IMAGE_TYPES = (
+    (b"\x89PNG", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"RIFF", "image/webp"),
+)
+
+
+class BadRequest(Exception):
+    """An Ollama request we cannot read (→ 400 `{"error": "<text>"}`)."""
+
+
+@dataclass(slots=True)
+class Converted:
+    route_type: str
+    body: dict[str, Any]  # OpenAI shape
+    native_options: dict[str, Any] | None = None
+    native_fields: dict[str, Any] | None = None
+    warm_up: bool = False  # no prompt at all: Ollama's "load the model" request
+
+
+def _model(obj: dict[str, Any]) -> str:
+    model = obj.get("model")
+    if model is None:
+        model = obj.get("name")  # older clients
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model is required")
+    return model
+
+
+def _options(obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+    options = obj.get("options")
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise BadRequest("options must be an object")
+    native: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        mapped = _OPTION_FIELDS.get(key)
+        if mapped is not None:
+            body[mapped] = value
+        else:
+            native[key] = value
+    return native or None
+
+
+def _format(value: Any) -> dict[str, Any] | None:
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return {"type": "json_object"}
+    if isinstance(value, dict):
+        return {"type": "json_schema", "json_schema": {"name": "format", "schema": value}}
+    raise BadRequest('format must be "json" or a JSON schema object')
+
+
+def _natives(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any] | None:
+    out = {k: obj[k] for k in keys if obj.get(k) is not None}
+    return out or None
+
+
+def _common(obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+    """`stream` (Ollama streams unless told not to), `format` and `options`."""
+    stream = obj.get("stream")
+    body["stream"] = stream is not False
+    if body["stream"]:
+        body["stream_options"] = {"include_usage": True}  # the final line's counts
+    fmt = _format(obj.get("format"))
+    if fmt is not None:
+        body["response_format"] = fmt
+    return _options(obj, body)
+
+
+def image_url(data: Any, where: str) -> dict[str, Any]:
+    """An Ollama image (base64, no header) as an OpenAI image part with a data: URL."""
+    if not isinstance(data, str):
+        raise BadRequest(f"{where}: images must be base64 strings")
+    if data.startswith("data:"):
+        url = data
+    else:
+        try:
+            head = base64.b64decode(data[:24] + "=" * (-len(data[:24]) % 4))
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{where}: images must be base64 strings") from None
+        mime = next((m for magic, m in _IMAGE_TYPES if head.startswith(magic)), "image/png")
+        url = f"data:{mime};base64,{data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _tool_calls(calls: Any, where: str, ids: dict[str, list[str]], counter: list[int]) -> list[Any]:
+    if not isinstance(calls, list):
+        raise BadRequest(f"{where}.tool_calls must be a list")
+    out = []
+    for tc in calls:
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise BadRequest(f"{where}.tool_calls: each needs function.name")
+        args = fn.get("arguments")
+        text = args if isinstance(args, str) else dumps(args if args is not None else {}).decode()
+        call_id = tc.get("id") if isinstance(tc.get("id"), str) else f"call_{counter[0]}"
+        counter[0] += 1
+        ids.setdefault(fn["name"], []).append(call_id)
+        out.append(
+            {"id": call_id, "type": "function", "function": {"name": fn["name"], "arguments": text}}
+        )
+    return out
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list):
+        raise BadRequest("messages must be a list")
+    out: list[dict[str, Any]] = []
+    ids: dict[str, list[str]] = {}  # tool name → ids of calls not yet answered
+    counter = [0]
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BadRequest(f"{where}: needs a role")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            raise BadRequest(f"{where}.content must be a string")
+        msg: dict[str, Any] = {"role": m["role"], "content": content or ""}
+        images = m.get("images")
+        if images:
+            if not isinstance(images, list):
+                raise BadRequest(f"{where}.images must be a list")
+            parts: list[dict[str, Any]] = [{"type": "text", "text": content or ""}]
+            parts.extend(image_url(img, where) for img in images)
+            msg["content"] = parts
+        if m.get("tool_calls"):
+            msg["tool_calls"] = _tool_calls(m["tool_calls"], where, ids, counter)
+            if not content:
+                msg["content"] = None
+        if m["role"] == "tool":
+            name = m.get("tool_name") or m.get("name")
+            pending = ids.get(name) if isinstance(name, str) else None
+            if pending:
+                msg["tool_call_id"] = pending.pop(0)
+            else:
+                msg["tool_call_id"] = f"call_{counter[0]}"
+                counter[0] += 1
+            if isinstance(name, str):
+                msg["name"] = name
+        if isinstance(m.get("thinking"), str) and m["role"] == "assistant":
+            msg["reasoning_content"] = m["thinking"]
+        out.append(msg)
+    return out
+
+
+def chat(obj: dict[str, Any]) -> Converted:
+    body: dict[str, Any] = {"model": _model(obj)}
+    messages = obj.get("messages")
+    warm_up = messages is None or messages == []
+    if not warm_up:
+        body["messages"] = _messages(messages)
+    options = _common(obj, body)
+    tools = obj.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise BadRequest("tools must be a list")
+        body["tools"] = [
+            {"type": "function", **t} if isinstance(t, dict) and "type" not in t else t
+            for t in tools
+        ]
+    for key in ("logprobs", "top_logprobs"):
+        if obj.get(key) is not None:
+            body[key] = obj[key]
+    natives = _natives(obj, ("keep_alive", "think"))
+    return Converted(CHAT, body, options, natives, warm_up)
+
+
+def generate(obj: dict[str, Any]) -> Converted:
+    body: dict[str, Any] = {"model": _model(obj)}
+    prompt = obj.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise BadRequest("prompt must be a string")
+    warm_up = not prompt and not obj.get("images")
+    body["prompt"] = prompt or ""
+    if isinstance(obj.get("suffix"), str) and obj["suffix"]:
+        body["suffix"] = obj["suffix"]
+    options = _common(obj, body)
+    natives = _natives(obj, _NATIVE)
+    return Converted(COMPLETIONS, body, options, natives, warm_up)
+
+
+def generate_as_chat(conv: Converted) -> Converted:
+    """A generate request for a model only a chat route serves: the prompt (and the
+    `system` field) as a conversation. Template-level fields cannot follow."""
+    body = dict(conv.body)
+    prompt = body.pop("prompt")
+    body.pop("suffix", None)
+    natives = dict(conv.native_fields or {})
+    messages: list[dict[str, Any]] = []
+    system = natives.pop("system", None)
+    if isinstance(system, str) and system:
+        messages.append({"role": "system", "content": system})
+    user: dict[str, Any] = {"role": "user", "content": prompt}
+    images = natives.pop("images", None)
+    if images:
+        user["content"] = [
+            {"type": "text", "text": prompt},
+            *(image_url(img, "images") for img in images),
+        ]
+    messages.append(user)
+    body["messages"] = messages
+    return Converted(CHAT, body, conv.native_options, natives or None, conv.warm_up)
+
+
+def embed(obj: dict[str, Any], legacy: bool) -> Converted:
+    """`/api/embed` ({input}) or the older `/api/embeddings` ({prompt}, one vector)."""
+    body: dict[str, Any] = {"model": _model(obj), "encoding_format": "float"}
+    value = obj.get("prompt") if legacy else obj.get("input")
+    if legacy and not isinstance(value, str):
+        raise BadRequest("prompt must be a string")
+    if not legacy and not (
+        isinstance(value, str)
+        or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+    ):
+        raise BadRequest("input must be a string or a non-empty list of strings")
+    body["input"] = value
+    if isinstance(obj.get("dimensions"), int):
+        body["dimensions"] = obj["dimensions"]
+    # options (num_ctx, …), keep_alive and truncate tune the server, not the vectors.
+    return Converted(EMBEDDINGS, body)

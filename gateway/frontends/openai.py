@@ -1,0 +1,152 @@
+"""The OpenAI front door: `{prefix}/chat/completions`, `/completions`, `/embeddings`
+dispatched by `model`, and `{prefix}/models`.
+
+A request here is read and parsed once, its route found by model in the catalog, and
+then handled by the pipeline exactly as if it had come in on that route's own path
+(balancer, retries, metrics). Also the model listings for route paths: a route path
+ending in `/chat/completions` or `/completions` gets a sibling `…/models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .. import errors
+from ..config import CHAT, COMPLETIONS, EMBEDDINGS
+from ..dialect import JSON, OPENAI
+from ..errors import GatewayError
+from ..intake import read_body
+from ..jsonutil import JSONDecodeError, dumps, loads
+from ..pipeline import Gateway, Prepared
+from .catalog import Catalog, ModelEntry
+
+if TYPE_CHECKING:
+    from ..routing import Route
+
+ENDPOINTS = {"/chat/completions": CHAT, "/completions": COMPLETIONS, "/embeddings": EMBEDDINGS}
+_SUFFIXES = ("/chat/completions", "/completions")
+_ALLOWED = {"Allow": "POST"}
+
+
+def model_not_found(model: object, available: list[str]) -> web.Response:
+    """OpenAI's own 404 for an unknown model, listing what there is."""
+    name = model if isinstance(model, str) else dumps(model).decode()
+    listed = ", ".join(available) if available else "none"
+    body = {
+        "error": {
+            "message": f"The model '{name}' does not exist here; available models: {listed}",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+    return web.Response(status=404, body=dumps(body), content_type=JSON)
+
+
+def model_object(entry: ModelEntry, created: int) -> dict[str, Any]:
+    return {"id": entry.id, "object": "model", "created": created, "owned_by": entry.owned_by}
+
+
+def model_list(entries: list[ModelEntry], created: int) -> web.Response:
+    seen: set[str] = set()
+    data = []
+    for e in entries:  # one entry per id, whichever route types serve it
+        if e.id not in seen:
+            seen.add(e.id)
+            data.append(model_object(e, created))
+    return web.Response(body=dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+class OpenAIFront:
+    def __init__(
+        self,
+        prefix: str,
+        catalog: Catalog,
+        gateway: Callable[[], Gateway],
+        body_limit: int,
+        created: int,
+    ) -> None:
+        self.prefix = prefix
+        self.catalog = catalog
+        self._gateway = gateway  # set when the server starts
+        self.body_limit = body_limit  # the largest route limit (each route checks its own)
+        self.created = created
+
+    def routes(self) -> list[web.RouteDef]:
+        out = [
+            web.route("*", self.prefix + path, self._endpoint(route_type))
+            for path, route_type in ENDPOINTS.items()
+            if route_type in self.catalog.route_types()
+        ]
+        out.append(web.route("*", self.prefix + "/models", self.list_models))
+        out.append(web.route("*", self.prefix + "/models/{model:.+}", self.get_model))
+        return out
+
+    def _endpoint(self, route_type: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self.dispatch(request, route_type)
+
+        return handler
+
+    async def dispatch(self, request: web.Request, route_type: str) -> web.StreamResponse:
+        if request.method != "POST":
+            return OPENAI.error(405, errors.method_not_allowed(request.method), _ALLOWED)
+        try:
+            raw = await read_body(request, self.body_limit)
+        except GatewayError as exc:
+            return OPENAI.error(exc.status, exc.message)
+        try:
+            body = loads(raw) if raw else None
+        except JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            no_valid = errors.NO_INPUT if route_type == EMBEDDINGS else errors.NO_PROMPTS
+            return OPENAI.error(400, no_valid)
+        model = body.get("model")
+        route, name = self.catalog.route_for(route_type, model)
+        if route is None:
+            if model is None or model == "":
+                return OPENAI.error(400, errors.NO_MODEL)
+            return model_not_found(model, self.catalog.names(route_type))
+        if name is not None and name != model:
+            body["model"] = name  # `x` for `x:latest`: the name the route knows
+        return await self._gateway().handle(request, route, Prepared(raw, body, OPENAI))
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD"):
+            return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
+        return model_list(self.catalog.entries(), self.created)
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD"):
+            return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
+        model = request.match_info["model"]
+        for e in self.catalog.entries():
+            if e.id == model:
+                body = dumps(model_object(e, self.created))
+                return web.Response(body=body, content_type=JSON)
+        return model_not_found(model, self.catalog.names())
+
+
+def sibling_lists(routes: list[Route], taken: set[str]) -> dict[str, Route]:
+    """`…/models` for each route path ending in `/chat/completions` or `/completions`
+    (what an OpenAI SDK with that route's base URL asks for), unless that path is taken."""
+    out: dict[str, Route] = {}
+    for r in routes:
+        for p in r.cfg.paths:
+            if p.startswith("~"):
+                continue
+            for suffix in _SUFFIXES:
+                if p.endswith(suffix):
+                    sibling = p[: -len(suffix)] + "/models"
+                    if sibling not in taken:
+                        out.setdefault(sibling, r)
+                    break
+    return out
+
+
+def route_models(route: Route, catalog: Catalog, created: int) -> web.Response:
+    return model_list([e for e in catalog.entries() if e.route is route], created)
