@@ -1,7 +1,9 @@
 """`llama-gateway demo`: the gateway in front of three simulated upstreams, one process.
 
 Two Ollama-like servers and one llama.cpp-like server on free loopback ports, streaming
-tokens at a human pace, behind a round-robin route for chat and one for completions.
+tokens at a human pace, behind a round-robin route for chat, one for completions and one
+for embeddings; both front doors are on, so OpenAI clients (`/v1`) and Ollama clients
+(`/api/…`) reach the same routes by model.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ server:
   status_host: 127.0.0.1
   status_port: {status_port}
   drain_timeout: 5
+frontends:
+  openai: {{prefix: /v1}}
+  ollama: {{prefix: ""}}
 routes:
   - name: demo-chat
-    paths: ["/llama2-chat", "/v1/chat/completions"]
+    paths: ["/llama2-chat"]
     plugin: ai-proxy-advanced
     config:
       balancer: {{algorithm: round-robin}}
@@ -34,7 +39,7 @@ routes:
             options: {{llama2_format: raw, raw_flavor: llamacpp,
             upstream_url: "{c}/completion"}}}}}}
   - name: demo-completions
-    paths: ["/llama2-completions", "/v1/completions"]
+    paths: ["/llama2-completions"]
     plugin: ai-proxy-advanced
     config:
       targets:
@@ -43,6 +48,17 @@ routes:
         - {{name: llamacpp-c, route_type: llm/v1/completions, model: {{provider: llama2,
             name: llama2, options: {{llama2_format: raw, raw_flavor: llamacpp,
             upstream_url: "{c}/completion"}}}}}}
+  - name: demo-embeddings
+    paths: ["/llama2-embeddings"]
+    plugin: ai-proxy-advanced
+    config:
+      targets:
+        - {{name: ollama-a, route_type: llm/v1/embeddings, model: {{provider: llama2,
+            name: nomic-embed-text, options: {{llama2_format: ollama,
+            upstream_url: "{a}/api/embed"}}}}}}
+        - {{name: llamacpp-c, route_type: llm/v1/embeddings, model: {{provider: llama2,
+            name: nomic-embed-text, options: {{llama2_format: raw, raw_flavor: llamacpp,
+            upstream_url: "{c}/embedding"}}}}}}
 """
 
 _TEXT = (
@@ -61,13 +77,31 @@ def _commands(base: str, status: str) -> list[str]:
         '"messages": [{"role": "user", "content": "Tell me about llamas."}]}'
     )
     completion = '{"model": "llama2", "prompt": "Llamas are", "max_tokens": 16}'
+    ollama_chat = (
+        '{"model": "llama2", "messages": [{"role": "user", "content": "Tell me about llamas."}]}'
+    )
+    embed = '{"model": "nomic-embed-text", "input": "Llamas hum."}'
     return [
         f"curl -s {base}/llama2-chat -H 'Content-Type: application/json' -d '{chat}'",
         f"curl -sN {base}/llama2-chat -H 'Content-Type: application/json' -d '{stream}'",
         f"curl -s {base}/llama2-completions -H 'Content-Type: application/json' -d '{completion}'",
+        f"curl -s {base}/v1/models",
         f"curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' -d '{chat}'",
+        f"curl -s {base}/v1/embeddings -H 'Content-Type: application/json' -d '{embed}'",
+        f"curl -sN {base}/api/chat -d '{ollama_chat}'",
+        f"curl -s {base}/api/tags",
         f"curl -s {status}/readyz",
     ]
+
+
+def _ollama_example(base: str) -> str:
+    """The `ollama` Python client against the gateway (pip install ollama)."""
+    code = (
+        f"import ollama; c = ollama.Client(host='{base}'); "
+        "print(c.chat(model='llama2', messages=[{'role': 'user', "
+        "'content': 'Tell me about llamas.'}]).message.content)"
+    )
+    return f'python3 -c "{code}"'
 
 
 async def run_demo(port: int, status_port: int) -> int:
@@ -114,6 +148,8 @@ async def run_demo(port: int, status_port: int) -> int:
             print("Try (Ctrl-C or SIGTERM stops the demo):")
             for line in _commands(base, status):
                 print(line)
+            print("With Ollama's Python client (pip install ollama):")
+            print(_ollama_example(base))
             sys.stdout.flush()
 
         await run_until_signalled(server, started)

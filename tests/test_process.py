@@ -209,25 +209,40 @@ async def test_demo_prints_working_curl_lines() -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stdout is not None
+
+    async def run(argv: list[str]) -> bytes:
+        child = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(child.communicate(), timeout=30)
+        assert child.returncode == 0, argv
+        return out
+
     curls: list[str] = []
+    example = ""
     try:
-        while len(curls) < 3:
+        while not example:
             line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
             assert line, "demo exited early"
             if line.startswith("curl "):
                 assert "|" not in line
                 curls.append(line.strip())
-        first = await asyncio.create_subprocess_exec(
-            *shlex.split(curls[0]), stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await asyncio.wait_for(first.communicate(), timeout=30)
-        data = json.loads(out)
+            elif line.startswith("python3 -c "):
+                example = line.strip()
+        data = json.loads(await run(shlex.split(curls[0])))
         assert data["object"] == "chat.completion" and data["choices"][0]["message"]["content"]
-        second = await asyncio.create_subprocess_exec(
-            *shlex.split(curls[1]), stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await asyncio.wait_for(second.communicate(), timeout=30)
+        out = await run(shlex.split(curls[1]))
         assert out.decode().rstrip().endswith("data: [DONE]")
+        models = [c for c in curls if c.endswith("/v1/models")]
+        assert len(models) == 1
+        listed = json.loads(await run(shlex.split(models[0])))
+        assert {m["id"] for m in listed["data"]} == {"llama2", "nomic-embed-text"}
+        # Every printed curl works (exit 0, an answer without an error object).
+        for c in curls[2:]:
+            out = await run(shlex.split(c))
+            assert out and b'"error"' not in out, (c, out)
+        # The ollama client example, with this interpreter (the test extra has ollama).
+        argv = shlex.split(example)
+        text = (await run([sys.executable, *argv[1:]])).decode().strip()
+        assert text.startswith("Llamas are")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
