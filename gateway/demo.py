@@ -109,6 +109,7 @@ async def run_demo(port: int, status_port: int) -> int:
         FakeUpstream(
             "ollama",
             name="ollama-a",
+            models=("llama2", "nomic-embed-text"),
             text=_TEXT,
             behaviour=Behaviour(token_interval=0.04, n_tokens=24),
         ),

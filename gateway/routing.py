@@ -54,7 +54,7 @@ def _make_target(cfg: TargetConfig, index: int) -> Target:
             # never more in flight than the server may take.
             capacity=1 if cfg.auto_concurrency else cfg.max_concurrency,
         ),
-        adapter=get_adapter(cfg.options.llama2_format),
+        adapter=get_adapter(cfg.options.llama2_format, cfg.route_type),
         origin=origin,
         request=RequestTemplate(url, origin, cfg.auth),
         model_header=f"llama2/{cfg.model.name}" if cfg.model.name else None,

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from ._checks import Checker
 from .schema import (
+    EMBEDDINGS,
     FORMATS,
     ROUTE_TYPES,
     AuthConfig,
@@ -53,6 +54,9 @@ _TARGET_KEYS = {
     "max_concurrency",
 }
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Model options that shape a generation: an embeddings target has nothing to apply them
+# to, so they are refused rather than silently ignored.
+_GENERATION_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "chat_template")
 
 
 class TargetChecks(Checker):
@@ -69,6 +73,8 @@ class TargetChecks(Checker):
             )
             route_type = None
         model = self.model(d.get("model"), f"{path}.model")
+        if route_type == EMBEDDINGS and model is not None:
+            self.embeddings_model(d["model"], model, f"{path}.model.options")
         auth = self.auth(d.get("auth"), f"{path}.auth")
         lg = self.mapping(
             d.get("logging"), f"{path}.logging", {"log_statistics", "log_payloads"}, {}
@@ -113,6 +119,26 @@ class TargetChecks(Checker):
                 )
             return None, True
         return self.number(d, "max_concurrency", path, None, integer=True, lo=1, hi=65535), False
+
+    def embeddings_model(self, raw: dict[str, Any], model: ModelConfig, opath: str) -> None:
+        """An embeddings target needs a server with an embeddings endpoint, and takes
+        no generation options."""
+        o = model.options
+        if o.llama2_format == "raw" and o.raw_flavor != "llamacpp":
+            self.err(
+                f"{opath}.raw_flavor",
+                "llm/v1/embeddings needs an embeddings endpoint, which TGI (raw_flavor: hf) "
+                "does not have; use raw_flavor: llamacpp (llama-server /embedding), "
+                "llama2_format: ollama (/api/embed) or llama2_format: openai (/v1/embeddings)",
+            )
+        given = raw.get("options")
+        for key in _GENERATION_OPTIONS:
+            if key == "chat_template" and o.llama2_format != "raw":
+                continue  # already refused as raw-only
+            if isinstance(given, dict) and given.get(key) is not None:
+                self.err(
+                    f"{opath}.{key}", "does not apply to llm/v1/embeddings (nothing is generated)"
+                )
 
     def model(self, raw: Any, path: str) -> ModelConfig | None:
         if raw is None:

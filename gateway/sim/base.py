@@ -25,6 +25,10 @@ PER_MESSAGE_TOKENS = 4
 # Pause between the pieces of a split frame: long enough that the reader's recv()
 # returns the first piece on its own (loopback delivers within microseconds).
 SPLIT_PAUSE = 0.02
+# Every embeddings endpoint a fake serves (gateway/sim/embed.py computes the answers).
+EMBEDDING_PATHS = frozenset(
+    {"/api/embed", "/api/embeddings", "/v1/embeddings", "/embedding", "/embeddings"}
+)
 
 
 @dataclass
@@ -413,7 +417,11 @@ class Core:
         return count_prompt_tokens(body)
 
     def generation_requests(self) -> list[Received]:
+        """Every request that asks for work (non-GET), embeddings included."""
         return [r for r in self.received if r.method not in ("GET", "HEAD")]
+
+    def embedding_requests(self) -> list[Received]:
+        return [r for r in self.received if r.path in EMBEDDING_PATHS and r.method == "POST"]
 
     def plan(
         self,

@@ -1,5 +1,5 @@
-"""llama.cpp `llama-server` (native `/completion` with SSE streams, `/health`, `/slots`,
-`/props`, `/metrics`, and its OpenAI-compatible `/v1` layer).
+"""llama.cpp `llama-server` (native `/completion` with SSE streams, `/embedding`,
+`/health`, `/slots`, `/props`, `/metrics`, and its OpenAI-compatible `/v1` layer).
 
 Modelled on a real llama-server, down to what surprises clients: it closes the
 connection after every streamed answer although the headers say `Keep-Alive`, and after
@@ -29,6 +29,16 @@ from gateway.sim.base import (
     json_response,
     received_of,
 )
+from gateway.sim.embed import (
+    Item,
+    llamacpp_items,
+    on_slot,
+    openai_items,
+    to_base64,
+    token_count,
+    token_vectors,
+)
+from gateway.sim.embed import vector as embed_vector
 from gateway.sim.openai import OpenAIDialect, Reply, phrase
 
 _JSON = "application/json; charset=utf-8"
@@ -74,6 +84,11 @@ _BAD_PROMPT = (
     "prompt string, or a list of mixed strings & tokens."
 )
 _NO_PROMPT = "[json.exception.out_of_range.403] key 'prompt' not found"
+_NO_EMBEDDINGS = "This server does not support embeddings. Start it with `--embeddings`"
+_NO_INPUT = '"input" or "content" must be provided'
+_EMPTY_CONTENT = '"input" must not be empty'
+_POOLING_NONE = "Pooling type 'none' is not OAI compatible. Please use a different pooling type"
+_BAD_ENCODING = "The format to return the embeddings in. Can be either float or base64"
 
 
 def error_obj(status: int, message: str, type_: str | None = None) -> dict[str, Any]:
@@ -234,6 +249,16 @@ class _Slot:
         }
 
 
+class Embeddings:
+    """How the server was started for embeddings; a test flips these. `enabled`:
+    `--embeddings` given (otherwise every embeddings endpoint is 501). `pooling`: the
+    `--pooling` type; "none" answers one vector per token natively and refuses /v1."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.pooling = "mean"
+
+
 class LlamaCppOpenAI(OpenAIDialect):
     """llama-server's OpenAI layer: serves its one model under any name (and answers
     with its own), llama.cpp's error objects and its own chunk shapes."""
@@ -241,10 +266,46 @@ class LlamaCppOpenAI(OpenAIDialect):
     stream_type = "text/event-stream"
     json_type = _JSON
     close_on_error = True
+    shortens = False  # llama-server ignores `dimensions`
 
-    def __init__(self, core: Core, slots: list[_Slot]) -> None:
+    def __init__(self, core: Core, slots: list[_Slot], embeddings: Embeddings) -> None:
         super().__init__(core, owned_by="llamacpp", any_model=True)
         self.slots = slots
+        self.embedding_setup = embeddings
+
+    def check_embeddings(self, body: dict[str, Any]) -> web.Response | None:
+        if not self.embedding_setup.enabled:
+            return self.error(501, _NO_EMBEDDINGS)
+        if self.embedding_setup.pooling == "none":
+            return self.error(400, _POOLING_NONE)
+        value = self.embedding_input(body)
+        if value is None:
+            return self.error(400, _NO_INPUT)
+        if value == []:
+            return self.error(400, _EMPTY_CONTENT)
+        if openai_items(value) is None:
+            return self.error(400, _BAD_PROMPT)
+        if body.get("encoding_format") not in (None, "float", "base64"):
+            return self.error(400, _BAD_ENCODING)
+        return None
+
+    def embedding_input(self, body: dict[str, Any]) -> Any:
+        return body.get("input", body.get("content"))
+
+    def embedding_answer(
+        self, model: str, items: list[Item], vectors: list[list[float]], base64: bool
+    ) -> dict[str, Any]:
+        # llama-server's key order, and a base64 item says so itself.
+        n = sum(token_count(item) for item in items)
+        data: list[dict[str, Any]] = []
+        for i, v in enumerate(vectors):
+            item: dict[str, Any] = {"embedding": to_base64(v) if base64 else v}
+            item.update({"index": i, "object": "embedding"})
+            if base64:
+                item["encoding_format"] = "base64"
+            data.append(item)
+        usage = {"prompt_tokens": n, "total_tokens": n}
+        return {"model": model, "object": "list", "usage": usage, "data": data}
 
     def error_obj(
         self,
@@ -322,7 +383,8 @@ class LlamaCppDialect(Dialect):
         super().__init__(core)
         # Without a slot limit the fake shows one slot, busy while anything generates.
         self.slots = [_Slot(i) for i in range(core.pool.size or 1)]
-        self.openai = LlamaCppOpenAI(core, self.slots)
+        self.embeddings = Embeddings()
+        self.openai = LlamaCppOpenAI(core, self.slots, self.embeddings)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -333,6 +395,8 @@ class LlamaCppDialect(Dialect):
             web.get("/metrics", self.metrics),
             web.post("/completion", self.completion),
             web.post("/completions", self.completion),
+            web.post("/embedding", self.embedding),
+            web.post("/embeddings", self.embedding),
             web.post("/chat/completions", self.openai.chat),
             *self.openai.routes(),
         ]
@@ -443,6 +507,30 @@ class LlamaCppDialect(Dialect):
             close_after=True,
             on_slot=binder.bind,
         )
+
+    async def embedding(self, request: web.Request) -> web.Response:
+        """Native `/embedding`: `[{"index":i,"embedding":[[…]]}]`, one row per input when
+        pooled, one per token with pooling none; no token counts."""
+        if not self.embeddings.enabled:
+            return _error(501, _NO_EMBEDDINGS)
+        body = body_of(request)
+        if body is None:
+            return _error(400, json_error(received_of(request).body))
+        value = body.get("input", body.get("content"))
+        if value is None:
+            return _error(400, _NO_INPUT)
+        if value == []:
+            return _error(400, _EMPTY_CONTENT)
+        items = llamacpp_items(value)
+        if items is None:
+            return _error(400, _BAD_PROMPT)
+        per_token = self.embeddings.pooling == "none"
+        async with on_slot(self.core):
+            data = [
+                {"index": i, "embedding": token_vectors(it) if per_token else [embed_vector(it)]}
+                for i, it in enumerate(items)
+            ]
+        return json_response(data, 200, _JSON)
 
 
 def _sse(obj: Any) -> bytes:

@@ -1,4 +1,5 @@
-"""Ollama (`/api/chat`, `/api/generate`, NDJSON streams, plus its `/v1` OpenAI layer)."""
+"""Ollama (`/api/chat`, `/api/generate`, NDJSON streams, `/api/embed` and the older
+`/api/embeddings`, plus its `/v1` OpenAI layer)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from gateway.sim.base import (
     json_response,
     received_of,
 )
+from gateway.sim.embed import Item, on_slot, shorten, token_count
+from gateway.sim.embed import vector as embed_vector
 from gateway.sim.openai import OpenAIDialect, Reply, phrase
 
 _JSON = "application/json; charset=utf-8"
@@ -62,6 +65,12 @@ class _OllamaOpenAI(OpenAIDialect):
         self.ollama.load(model)
         return super().reply(chat, model, plan, body)
 
+    def embedding_answer(
+        self, model: str, items: list[Item], vectors: list[list[float]], base64: bool
+    ) -> dict[str, Any]:
+        self.ollama.load(model)
+        return super().embedding_answer(model, items, vectors, base64)
+
 
 class OllamaDialect(Dialect):
     def __init__(self, core: Core) -> None:
@@ -76,6 +85,8 @@ class OllamaDialect(Dialect):
             web.get("/api/version", self.version),
             web.post("/api/chat", self.chat),
             web.post("/api/generate", self.generate),
+            web.post("/api/embed", self.embed),
+            web.post("/api/embeddings", self.embeddings_legacy),
             *self.openai.routes(),
         ]
 
@@ -201,6 +212,70 @@ class OllamaDialect(Dialect):
             error=jsonutil.dumps({"error": _MIDSTREAM_ERROR}) + b"\n",
             plan=plan,
         )
+
+    # -- embeddings -------------------------------------------------------------------
+
+    def _embed_model(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
+        """The body and its installed model, or the error answer."""
+        body = body_of(request)
+        if body is None:
+            return _error(400, self._json_error(request))
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "model is required")
+        if not self.known(model):
+            return self.status_error(404, model)
+        self.load(model)
+        return body, model
+
+    async def embed(self, request: web.Request) -> web.Response:
+        """`/api/embed`: unit vectors, `dimensions` shortens them; an empty input only
+        loads the model; `prompt_eval_count` counts every input's tokens."""
+        found = self._embed_model(request)
+        if isinstance(found, web.Response):
+            return found
+        body, model = found
+        value = body.get("input")
+        items: list[Item]
+        if isinstance(value, str):
+            items = [value] if value else []
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = list(value)
+        elif value is None:
+            items = []
+        else:
+            return _error(400, "invalid input type")
+        if not items:
+            return json_response({"model": model, "embeddings": []}, 200, _JSON)
+        started = time.perf_counter_ns()
+        async with on_slot(self.core):
+            vectors = [embed_vector(item) for item in items]
+        dimensions = body.get("dimensions")
+        if isinstance(dimensions, int):
+            vectors = [shorten(v, dimensions) for v in vectors]
+        n = sum(token_count(item) for item in items)
+        answer = {
+            "model": model,
+            "embeddings": vectors,
+            "total_duration": max(time.perf_counter_ns() - started, _LOAD_NS),
+            "load_duration": _LOAD_NS,
+            "prompt_eval_count": n,
+        }
+        return json_response(answer, 200, _JSON)
+
+    async def embeddings_legacy(self, request: web.Request) -> web.Response:
+        """`/api/embeddings` (deprecated): one `prompt`, its raw (not normalised) vector;
+        an empty prompt only loads the model."""
+        found = self._embed_model(request)
+        if isinstance(found, web.Response):
+            return found
+        body, _ = found
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            return json_response({"embedding": []}, 200, _JSON)
+        async with on_slot(self.core):
+            vec = embed_vector(prompt, normalize=False)
+        return json_response({"embedding": vec}, 200, _JSON)
 
     def _loaded(self, model: str, payload: dict[str, Any]) -> web.Response:
         return json_response(

@@ -1,4 +1,4 @@
-"""OpenAI API (`/v1/chat/completions`, `/v1/completions`, `/v1/models`).
+"""OpenAI API (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`).
 
 Also mounted by the llama.cpp and Ollama fakes, whose real servers expose the same
 OpenAI-compatible layer; they differ only in error shape and model checking.
@@ -16,6 +16,8 @@ from aiohttp import web
 
 from gateway import jsonutil
 from gateway.sim.base import Core, Dialect, Plan, as_int, as_stops, body_of, json_response
+from gateway.sim.embed import DIM, Item, on_slot, openai_items, shorten, to_base64, token_count
+from gateway.sim.embed import vector as embed_vector
 
 _BAD_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
@@ -74,6 +76,7 @@ class OpenAIDialect(Dialect):
         return [
             web.post("/v1/chat/completions", self.chat),
             web.post("/v1/completions", self.completions),
+            web.post("/v1/embeddings", self.embeddings),
             web.get("/v1/models", self.list_models),
         ]
 
@@ -170,7 +173,91 @@ class OpenAIDialect(Dialect):
             **self.stream_options(),
         )
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = body_of(request)
+        if body is None:
+            return self.bad_json(request, False)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            if not self.any_model:
+                return self.error(400, "you must provide a model parameter")
+            model = self.model_of(request)
+        elif not self.any_model and not self.known(model):
+            return self.status_error(404, model)
+        refusal = self.check_embeddings(body)
+        if refusal is not None:
+            return refusal
+        items = openai_items(self.embedding_input(body))
+        assert items is not None  # checked above
+        dimensions = body.get("dimensions")
+        async with on_slot(self.core):
+            vectors = [embed_vector(item) for item in items]
+        if isinstance(dimensions, int) and self.shortens:
+            vectors = [shorten(v, dimensions) for v in vectors]
+        base64 = body.get("encoding_format") == "base64"
+        answer = self.embedding_answer(model, items, vectors, base64)
+        return json_response(answer, 200, self.json_type)
+
     # -- hooks (overridden by llama.cpp) ----------------------------------------------
+
+    shortens = True  # honours `dimensions` (llama-server ignores it)
+
+    def embedding_input(self, body: dict[str, Any]) -> Any:
+        return body.get("input")
+
+    def check_embeddings(self, body: dict[str, Any]) -> web.Response | None:
+        """The refusal of an embeddings body, if it is one (OpenAI's wording)."""
+        if body.get("input") is None:
+            return self.error(
+                400,
+                "Missing required parameter: 'input'.",
+                param="input",
+                code="missing_required_parameter",
+            )
+        if openai_items(body["input"]) is None:
+            return self.error(
+                400,
+                "Invalid type for 'input': expected a string, an array of strings, an array "
+                "of integers or an array of integer arrays.",
+                param="input",
+                code="invalid_type",
+            )
+        fmt = body.get("encoding_format")
+        if fmt is not None and fmt not in ("float", "base64"):
+            return self.error(
+                400,
+                f"{fmt!r} is not one of ['float', 'base64'] - 'encoding_format'",
+                param="encoding_format",
+                code="invalid_value",
+            )
+        dimensions = body.get("dimensions")
+        if dimensions is not None and not (
+            isinstance(dimensions, int)
+            and not isinstance(dimensions, bool)
+            and 1 <= dimensions <= DIM
+        ):
+            return self.error(
+                400,
+                f"Invalid 'dimensions': must be an integer from 1 to {DIM}.",
+                param="dimensions",
+                code="invalid_value",
+            )
+        return None
+
+    def embedding_answer(
+        self, model: str, items: list[Item], vectors: list[list[float]], base64: bool
+    ) -> dict[str, Any]:
+        n = sum(token_count(item) for item in items)
+        data = [
+            {"object": "embedding", "index": i, "embedding": to_base64(v) if base64 else v}
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+        }
 
     def bad_json(self, request: web.Request, chat: bool) -> web.Response:
         return self.error(400, _BAD_JSON)

@@ -57,6 +57,39 @@ def llama_cpp_python(tiny_model: Path, real_workdir: Path) -> Iterator[RealServe
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def llama_server_embeddings(
+    llama_server_bin: Path, tiny_model: Path, real_workdir: Path
+) -> Iterator[RealServer]:
+    """A native llama-server on the session's model with embeddings on, mean pooling."""
+    server = servers.llama_server(
+        llama_server_bin, tiny_model, real_workdir, *servers.EMBEDDING_FLAGS
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pooled_tiny_model(tiny_model: Path, real_workdir: Path) -> Path:
+    """The session's model declaring mean pooling (for llama-cpp-python's embeddings)."""
+    return servers.with_pooling(tiny_model, real_workdir / "tiny-llama2-mean.gguf")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python_embeddings(
+    pooled_tiny_model: Path, real_workdir: Path
+) -> Iterator[RealServer]:
+    """`python -m llama_cpp.server --embedding true` on the pooled model."""
+    why = servers.llama_cpp_python_missing()
+    if why:
+        pytest.skip(why)
+    server = servers.llama_cpp_python(
+        pooled_tiny_model, real_workdir, "--embedding", "true"
+    ).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def spare_llama_server(
     llama_server_bin: Path, tiny_model: Path, real_workdir: Path

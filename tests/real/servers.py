@@ -172,15 +172,52 @@ def llama_server(binary: Path, model: Path, workdir: Path, *extra: str) -> RealS
     return RealServer("llama-server", argv, port, "/health", workdir / f"llama-server-{port}.log")
 
 
-def llama_cpp_python(model: Path, workdir: Path) -> RealServer:
+def llama_cpp_python(model: Path, workdir: Path, *extra: str) -> RealServer:
     port = free_port()
     argv = [
         sys.executable,
         *("-m", "llama_cpp.server", "--model", str(model)),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--n_ctx", "2048", "--n_threads", "1"),
+        *extra,
     ]
     return RealServer("llama-cpp-python", argv, port, "/v1/models", workdir / f"lcp-{port}.log")
+
+
+# llama-server flags for embeddings: the endpoints on, and one vector per input (the tiny
+# model declares no pooling, and without one llama-server answers a vector per token).
+EMBEDDING_FLAGS = ("--embeddings", "--pooling", "mean")
+POOLING_MEAN = 1  # llama.cpp's LLAMA_POOLING_TYPE_MEAN
+
+
+def _header(reader: Any, key: str) -> Any:
+    field = reader.get_field(key)
+    if field is None:
+        raise KeyError(f"{key} not in the model's GGUF header")
+    return field.contents()
+
+
+def with_pooling(source: Path, dest: Path, pooling: int = POOLING_MEAN) -> Path:
+    """A copy of a GGUF model that declares a pooling type (`<arch>.pooling_type`):
+    llama-cpp-python's server has no --pooling flag and pools only as the model says."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(str(source))
+    arch = str(_header(reader, "general.architecture"))
+    writer = gguf.GGUFWriter(str(dest), arch=arch)
+    pooling_type = MetadataDetails(gguf.GGUFValueType.UINT32, pooling)
+    copy_with_new_metadata(reader, writer, {f"{arch}.pooling_type": pooling_type}, [])
+    return dest
+
+
+def embedding_length(model: Path) -> int:
+    """The model's embedding size, as its GGUF header says."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(model))
+    arch = str(_header(reader, "general.architecture"))
+    return int(_header(reader, f"{arch}.embedding_length"))
 
 
 class HeldModel:
