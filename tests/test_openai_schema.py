@@ -377,12 +377,11 @@ def _refs(node: Any) -> list[str]:
     return []
 
 
-# embeddings / models: enabled once the route type and front door land
+# embeddings / models
 #
-# Written for an `llm/v1/embeddings` route answered by the gateway (Ollama `/api/embed`,
-# OpenAI `/v1/embeddings`, llama.cpp `/embedding` upstreams) and for the model lists:
-# the OpenAI front door's `{prefix}/models` and the `…/models` next to a route path.
-# Not collected (no `test_` prefix): rename them `test_…` to enable them. Floats only:
+# An `llm/v1/embeddings` route answered by the gateway (Ollama `/api/embed`, OpenAI
+# `/v1/embeddings`, llama.cpp `/embedding` upstreams) and the model lists: the OpenAI
+# front door's `{prefix}/models` and the `…/models` next to a route path. Floats only:
 # OpenAI's schema has no form for `encoding_format: "base64"` (a string `embedding`).
 
 EMBEDDING_UPSTREAMS = {
@@ -394,7 +393,7 @@ EMBEDDING_UPSTREAMS = {
 
 
 @pytest.mark.parametrize("fmt", list(EMBEDDING_UPSTREAMS))
-async def pending_embeddings_validate(upstream, gateway, http, fmt: str) -> None:  # type: ignore[no-untyped-def]
+async def test_embeddings_validate(upstream, gateway, http, fmt: str) -> None:  # type: ignore[no-untyped-def]
     fake, llama2_format, path, options = EMBEDDING_UPSTREAMS[fmt]
     up = await upstream(fake)
     t = target(up, path, fmt=llama2_format, route_type="llm/v1/embeddings", options=options)
@@ -405,7 +404,7 @@ async def pending_embeddings_validate(upstream, gateway, http, fmt: str) -> None
         validate("CreateEmbeddingResponse", answer, f"{fmt} embeddings {type(given).__name__}")
 
 
-async def pending_models_validate(upstream, http) -> None:  # type: ignore[no-untyped-def]
+async def test_models_validate(upstream, http) -> None:  # type: ignore[no-untyped-def]
     from gateway.config import parse
     from gateway.server import GatewayServer
 

@@ -332,7 +332,7 @@ class Reply:
         if self.chat:
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": self.plan.text},
+                "message": {"role": "assistant", "content": self.plan.text, "refusal": None},
                 "logprobs": None,
                 "finish_reason": self.finish_reason,
             }
