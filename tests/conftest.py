@@ -36,9 +36,17 @@ async def gateway() -> AsyncIterator[GatewayFactory]:
     servers: list[GatewayServer] = []
 
     async def make(
-        *routes: dict[str, Any], server: dict[str, Any] | None = None, **kwargs: Any
+        *routes: dict[str, Any],
+        server: dict[str, Any] | None = None,
+        frontends: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> GatewayServer:
-        raw = {"server": {"port": 0, "status_port": 0, **(server or {})}, "routes": list(routes)}
+        raw: dict[str, Any] = {
+            "server": {"port": 0, "status_port": 0, **(server or {})},
+            "routes": list(routes),
+        }
+        if frontends is not None:  # the model-addressed front doors (off unless set)
+            raw["frontends"] = frontends
         gw = GatewayServer(parse(raw, {}), **kwargs)
         await gw.start()
         servers.append(gw)

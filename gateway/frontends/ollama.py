@@ -24,7 +24,7 @@ from ..intake import read_body
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from . import ollama_request as req
-from .catalog import Catalog, ModelEntry
+from .catalog import Catalog, ModelEntry, _twin
 from .ollama_response import (
     NDJSONStream,
     Timing,
@@ -40,6 +40,13 @@ if TYPE_CHECKING:
 
 # The Ollama API version this front door follows (clients may check it).
 OLLAMA_VERSION = "0.12.0"
+# How Ollama names what a model cannot do ("x" does not support chat).
+_KIND_WORDS = {
+    "chat": "chat",
+    "generate": "generate",
+    "embed": "embeddings",
+    "embeddings": "embeddings",
+}
 
 
 def ollama_error(
@@ -169,8 +176,18 @@ class OllamaFront:
 
         return wrapped
 
-    def _not_found(self, model: str, route_type: str | None = None) -> web.Response:
-        names = self.catalog.names(route_type)
+    def _not_found(
+        self, model: str, kind: str | None = None, types: tuple[str, ...] = ()
+    ) -> web.Response:
+        """404 listing the models for `types` (all models without). A model only other
+        route types serve is Ollama's 400 `"x" does not support <kind>` instead."""
+        if not types:
+            names = self.catalog.names()
+        else:
+            names = sorted({n for rt in types for n in self.catalog.names(rt)})
+            elsewhere = set(self.catalog.names()) - set(names)
+            if model in elsewhere or _twin(model) in elsewhere:
+                return ollama_error(400, f"{dumps(model).decode()} does not support {kind}")
         listed = ", ".join(names) if names else "none"
         return ollama_error(404, f"model '{model}' not found; available: {listed}")
 
@@ -185,11 +202,16 @@ class OllamaFront:
             if route is not None:
                 conv = req.generate_as_chat(conv)
         if route is None:
-            return self._not_found(model)
+            types = (COMPLETIONS, CHAT) if kind == "generate" else (conv.route_type,)
+            return self._not_found(model, _KIND_WORDS[kind], types)
         if conv.warm_up:
             return web.Response(body=dumps(warm_up_answer(kind, model)), content_type=JSON)
         if name is not None and name != model:
             conv.body["model"] = name
+        if conv.stream_defaulted and route.cfg.response_streaming == "deny":
+            # Ollama streams unless told not to; a route that never streams answers whole.
+            conv.body["stream"] = False
+            conv.body.pop("stream_options", None)
         prepared = Prepared(
             raw, conv.body, OllamaDialect(kind, model), conv.native_options, conv.native_fields
         )
@@ -253,14 +275,15 @@ class OllamaFront:
         types = set()
         tools = False
         for rt in (CHAT, COMPLETIONS, EMBEDDINGS):
-            route, _ = self.catalog.route_for(rt, model)
+            route, name = self.catalog.route_for(rt, model)
             if route is None or route.cfg.route_type != rt:
                 continue
             types.add(rt)
+            known = name or model  # `x:latest` is the route's `x`
             serving = [
                 t
                 for t in route.targets
-                if t.cfg.model.name in (None, model) or t.cfg.model.model_alias == model
+                if t.cfg.model.name in (None, known) or t.cfg.model.model_alias == known
             ]
             if rt == CHAT and any(t.adapter.format != "raw" for t in serving):
                 tools = True  # Ollama and OpenAI servers take tools; raw ones cannot

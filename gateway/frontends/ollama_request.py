@@ -48,6 +48,9 @@ class Converted:
     native_options: dict[str, Any] | None = None
     native_fields: dict[str, Any] | None = None
     warm_up: bool = False  # no prompt at all: Ollama's "load the model" request
+    # No `stream` in the request: streaming is Ollama's default, not the client's ask
+    # (a route that denies streaming answers such a request whole instead of a 400).
+    stream_defaulted: bool = False
 
 
 def _model(obj: dict[str, Any]) -> str:
@@ -199,7 +202,7 @@ def chat(obj: dict[str, Any]) -> Converted:
         if obj.get(key) is not None:
             body[key] = obj[key]
     natives = _natives(obj, ("keep_alive", "think"))
-    return Converted(CHAT, body, options, natives, warm_up)
+    return Converted(CHAT, body, options, natives, warm_up, obj.get("stream") is None)
 
 
 def generate(obj: dict[str, Any]) -> Converted:
@@ -213,7 +216,7 @@ def generate(obj: dict[str, Any]) -> Converted:
         body["suffix"] = obj["suffix"]
     options = _common(obj, body)
     natives = _natives(obj, _NATIVE)
-    return Converted(COMPLETIONS, body, options, natives, warm_up)
+    return Converted(COMPLETIONS, body, options, natives, warm_up, obj.get("stream") is None)
 
 
 def generate_as_chat(conv: Converted) -> Converted:
@@ -236,7 +239,9 @@ def generate_as_chat(conv: Converted) -> Converted:
         ]
     messages.append(user)
     body["messages"] = messages
-    return Converted(CHAT, body, conv.native_options, natives or None, conv.warm_up)
+    return Converted(
+        CHAT, body, conv.native_options, natives or None, conv.warm_up, conv.stream_defaulted
+    )
 
 
 def embed(obj: dict[str, Any], legacy: bool) -> Converted:
@@ -253,5 +258,10 @@ def embed(obj: dict[str, Any], legacy: bool) -> Converted:
     body["input"] = value
     if isinstance(obj.get("dimensions"), int):
         body["dimensions"] = obj["dimensions"]
-    # options (num_ctx, …), keep_alive and truncate tune the server, not the vectors.
-    return Converted(EMBEDDINGS, body)
+    # Ollama's own knobs (options such as num_ctx, keep_alive, truncate) travel beside
+    # the body: an Ollama server gets them, the embeddings adapters decide for others.
+    options = obj.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("options must be an object")
+    native = {k: v for k, v in (options or {}).items() if v is not None}
+    return Converted(EMBEDDINGS, body, native or None, _natives(obj, ("keep_alive", "truncate")))

@@ -115,13 +115,17 @@ def generate_answer(obj: dict[str, Any], model: str, timing: Timing) -> dict[str
     if not isinstance(choice, dict):
         choice = {}
     text = choice.get("text")
+    thinking = None
     if not isinstance(text, str):  # a generate request answered by a chat route
         message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else None
+        message = message if isinstance(message, dict) else {}
+        text = message.get("content")
+        thinking = message.get("reasoning_content")
+    out: dict[str, Any] = {"model": model, "created_at": created_at(), "response": text or ""}
+    if isinstance(thinking, str) and thinking:
+        out["thinking"] = thinking
     return {
-        "model": model,
-        "created_at": created_at(),
-        "response": text or "",
+        **out,
         "done": True,
         "done_reason": done_reason(choice.get("finish_reason")),
         **timing.fields(*_usage(obj)),
@@ -224,6 +228,10 @@ class NDJSONStream(StreamDecoder):
             if self._chat:
                 delta = choice.get("delta")
                 if isinstance(delta, dict):
+                    thinking = delta.get("reasoning_content")
+                    if isinstance(thinking, str) and thinking:
+                        message = {"role": "assistant", "content": "", "thinking": thinking}
+                        out.append(self._line(message))
                     text = delta.get("content")
                     if isinstance(text, str) and text:
                         out.append(self._line({"role": "assistant", "content": text}))
@@ -231,6 +239,13 @@ class NDJSONStream(StreamDecoder):
                         self._gather(tc)
             else:
                 text = choice.get("text")
+                if text is None:  # a generate request answered by a chat route
+                    delta = choice.get("delta")
+                    delta = delta if isinstance(delta, dict) else {}
+                    thinking = delta.get("reasoning_content")
+                    if isinstance(thinking, str) and thinking:
+                        out.append(self._line("", thinking))
+                    text = delta.get("content")
                 if isinstance(text, str) and text:
                     out.append(self._line(text))
             if choice.get("finish_reason") is not None:
@@ -253,11 +268,13 @@ class NDJSONStream(StreamDecoder):
             elif args is not None:
                 have["function"]["arguments"] = args
 
-    def _line(self, value: Any) -> bytes:
+    def _line(self, value: Any, thinking: str | None = None) -> bytes:
+        """One line of the stream; `thinking` is generate's (chat's is in the message)."""
         if self._first is None:
             self._first = self._clock()
         head = b'{"model":' + dumps(self._model) + b',"created_at":"' + created_at().encode()
-        return head + b'",' + self._key + b":" + dumps(value) + b',"done":false}\n'
+        extra = b"" if thinking is None else b',"thinking":' + dumps(thinking)
+        return head + b'",' + self._key + b":" + dumps(value) + extra + b',"done":false}\n'
 
     def _final(self) -> bytes:
         timing = Timing(self._started, self._first, self._clock())
