@@ -192,14 +192,19 @@ def test_one_model_for_several_route_types_is_fine() -> None:
     assert [x.name for x in cfg.routes] == ["chat", "gen", "emb", "two"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config gap: two front doors whose paths coincide are accepted; the OpenAI "
-    "door then shadows Ollama's /api/embeddings",
-)
 def test_front_doors_that_share_a_path() -> None:
     errs = errors(r(t()), frontends={"openai": {"prefix": "/api"}, "ollama": {"prefix": ""}})
-    assert any("frontends" in e and "/api/embeddings" in e for e in errs), errs
+    assert errs == [
+        "frontends: both front doors serve '/api/embeddings'; give one of them another prefix"
+    ]
+
+
+def test_route_path_below_the_model_lookup_is_unreachable() -> None:
+    errs = errors(r(t(), path="/v1/models/foo"), frontends={"openai": {}})
+    assert errs == [
+        "routes[0].paths: path '/v1/models/foo' is served by the openai front door "
+        "(frontends.openai); pick another path or another prefix"
+    ]
 
 
 # ------------------------------------------------------------------ catalog

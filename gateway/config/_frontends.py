@@ -61,14 +61,25 @@ class FrontendChecks(Checker):
         if cfg.openai is not None:
             taken.update({cfg.openai + p: "openai" for p in OPENAI_PATHS})
         if cfg.ollama is not None:
-            taken.update({cfg.ollama + p: "ollama" for p in OLLAMA_PATHS})
+            for p in OLLAMA_PATHS:
+                path = cfg.ollama + p
+                if path in taken:
+                    self.err(
+                        "frontends",
+                        f"both front doors serve {path!r}; give one of them another prefix",
+                    )
+                taken.setdefault(path, "ollama")
+        models = cfg.openai + "/models/" if cfg.openai is not None else None
         for i, r in enumerate(routes):
             for p in r.paths:
-                if p in taken:
+                door = taken.get(p)
+                if door is None and models is not None and p.startswith(models):
+                    door = "openai"  # {prefix}/models/{id} answers every path below it
+                if door is not None:
                     self.err(
                         f"routes[{i}].paths",
-                        f"path {p!r} is served by the {taken[p]} front door "
-                        f"(frontends.{taken[p]}); pick another path or another prefix",
+                        f"path {p!r} is served by the {door} front door "
+                        f"(frontends.{door}); pick another path or another prefix",
                     )
 
     def model_claims(self, routes: list[RouteConfig]) -> None:
