@@ -189,8 +189,7 @@ def test_build_extras_and_format() -> None:
             "frequency_penalty": 0.5,
             "presence_penalty": 0.25,
         },
-        "tools": tools,
-        "tool_choice": "auto",
+        "tools": tools,  # tool_choice "auto" is what Ollama does: not sent
         "format": "json",
     }
     listed = dict(body, stop=["a", "b"], response_format={"type": "text"})
@@ -263,7 +262,7 @@ def test_build_tool_history_arguments_become_objects() -> None:
             }
         ],
     }
-    assert out["messages"][2] == body["messages"][2]
+    assert out["messages"][2] == {**body["messages"][2], "tool_name": "get_weather"}
     assert body == before
 
 
@@ -295,7 +294,8 @@ def test_parse_chat() -> None:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "Hello there!"},
+                "message": {"role": "assistant", "content": "Hello there!", "refusal": None},
+                "logprobs": None,
                 "finish_reason": "stop",
             }
         ],
@@ -313,7 +313,9 @@ def test_parse_completions_length() -> None:
         "object": "text_completion",
         "created": CREATED,
         "model": "llama2",
-        "choices": [{"index": 0, "text": "Because of Rayleigh", "finish_reason": "length"}],
+        "choices": [
+            {"index": 0, "text": "Because of Rayleigh", "logprobs": None, "finish_reason": "length"}
+        ],
         "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
     }
 
@@ -365,6 +367,7 @@ def test_parse_tool_calls() -> None:
         "message": {
             "role": "assistant",
             "content": "",
+            "refusal": None,
             "tool_calls": [
                 {
                     "id": "call_abc123_0",
@@ -378,6 +381,7 @@ def test_parse_tool_calls() -> None:
                 },
             ],
         },
+        "logprobs": None,
         "finish_reason": "tool_calls",
     }
 
@@ -471,10 +475,14 @@ def test_stream_completions() -> None:
     c = call({}, COMPLETIONS, stream=True, include_usage=True)
     out = assert_split_invariant(c, data)
     head = {"id": "cmpl-abc123", "object": "text_completion", "created": CREATED, "model": "llama2"}
+
+    def choice(text: str, finish: str | None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
     assert events(out) == [
-        {**head, "choices": [{"index": 0, "text": "The", "finish_reason": None}]},
-        {**head, "choices": [{"index": 0, "text": " sky", "finish_reason": None}]},
-        {**head, "choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
+        {**head, "choices": [choice("The", None)]},
+        {**head, "choices": [choice(" sky", None)]},
+        {**head, "choices": [choice("", "length")]},
         {
             **head,
             "choices": [],
@@ -589,3 +597,289 @@ def test_stream_tool_call_indexes_run_on_across_lines() -> None:
 def test_stream_crlf_and_blank_lines_tolerated() -> None:
     data = CHAT_STREAM.replace(b"\n", b"\r\n\n")
     assert run(call({}, stream=True), [data])[0] == run(call({}, stream=True), [CHAT_STREAM])[0]
+
+
+# ------------------------------------------------------------------ field rules (docs/fields.md)
+
+HI = [{"role": "user", "content": "hi"}]
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+def built(extra: dict[str, Any], route_type: str = CHAT, **kw: Any) -> dict[str, Any]:
+    body = {"prompt": "Once"} if route_type == COMPLETIONS else {"messages": HI}
+    return ADAPTER.build(call({**body, **extra}, route_type), opts(**kw))
+
+
+def refused(extra: dict[str, Any], route_type: str = CHAT) -> str:
+    with pytest.raises(TransformError) as exc:
+        built(extra, route_type)
+    return str(exc.value)
+
+
+def test_max_completion_tokens_maps_like_max_tokens() -> None:
+    assert built({"max_completion_tokens": 9})["options"] == {"num_predict": 9}
+    assert built({"max_tokens": 5, "max_completion_tokens": 9})["options"] == {"num_predict": 9}
+    assert built({"max_tokens": 5, "max_completion_tokens": None})["options"] == {"num_predict": 5}
+    assert built({"max_completion_tokens": 9}, max_tokens=3)["options"] == {"num_predict": 3}
+
+
+OPENAI_ONLY = {
+    "n": 2,
+    "logprobs": True,
+    "top_logprobs": 3,
+    "logit_bias": {"5": 1},
+    "reasoning_effort": "high",
+    "modalities": ["text", "audio"],
+    "audio": {"voice": "alloy"},
+    "prediction": {"type": "content"},
+    "web_search_options": {},
+    "verbosity": "low",
+}
+TOOL_CHOICE = 'is not supported by ollama targets (Ollama chooses itself: "auto")'
+
+
+# fmt: off
+REFUSALS = [
+    *(
+        ({k: v}, f"{k} is not supported by ollama targets; use an openai-format target")
+        for k, v in OPENAI_ONLY.items() if k != "n"
+    ),
+    ({"n": 2}, "n=2 is not supported by ollama targets; use an openai-format target"),
+    ({"functions": [{"name": "f"}]}, "functions (legacy function calling) is not supported by ollama targets; send tools instead"),
+    ({"function_call": {"name": "f"}}, "function_call (legacy function calling) is not supported by ollama targets; send tools instead"),
+    ({"tools": TOOLS, "tool_choice": "required"}, f"tool_choice 'required' {TOOL_CHOICE}; use an openai-format target"),
+    ({"tools": TOOLS, "tool_choice": "none"}, f"tool_choice 'none' {TOOL_CHOICE}; use an openai-format target"),
+    ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, f'tool_choice {{"type":"function","function":{{"name":"f"}}}} {TOOL_CHOICE}; use an openai-format target'),
+    ({"tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls: false is not supported by ollama targets; use an openai-format target"),
+    ({"suffix": "end"}, "suffix is not supported on chat routes; use a completions route"),
+    ({"response_format": "json"}, "response_format must be an object with a type (text, json_object or json_schema)"),
+    ({"response_format": {"type": "grammar"}}, "response_format type 'grammar' is not supported by ollama targets"),
+    ({"response_format": {"type": "json_schema"}}, "response_format: json_schema must be an object"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": []}}}, "response_format: json_schema.schema must be an object"),
+    ({"dry_multiplier": 0.8}, "dry_multiplier is not supported by ollama targets"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("extra", "message"), REFUSALS)
+def test_refused_fields_name_field_and_format(extra: dict[str, Any], message: str) -> None:
+    assert refused(extra) == message
+
+
+def test_refused_completions_fields() -> None:
+    assert refused({"echo": True}, COMPLETIONS) == (
+        "echo: true is not supported by ollama targets; use an openai-format target"
+    )
+    assert refused({"best_of": 3}, COMPLETIONS).startswith("best_of=3 is not supported")
+    assert refused({"logprobs": 2}, COMPLETIONS).startswith("logprobs is not supported")
+
+
+def test_idle_values_and_ignored_fields_are_fine() -> None:
+    idle = {
+        "n": 1,
+        "logprobs": False,
+        "top_logprobs": 0,
+        "logit_bias": {},
+        "functions": [],
+        "function_call": "none",
+        "tool_choice": "none",  # no tools: nothing to choose
+        "parallel_tool_calls": False,  # no tools
+        "modalities": ["text"],
+        "reasoning_effort": None,
+        "response_format": {"type": "text"},
+        "user": "u",
+        "store": False,
+        "metadata": {"a": "b"},
+        "service_tier": "auto",
+        "prompt_cache_key": "k",
+        "safety_identifier": "s",
+        "stream_options": {"include_usage": True},
+        "unknown_field": 1,
+    }
+    assert built(idle) == {"model": "llama2", "messages": HI, "stream": False}
+    assert built({"echo": False, "best_of": 1, "suffix": ""}, COMPLETIONS) == {
+        "model": "llama2",
+        "prompt": "Once",
+        "stream": False,
+    }
+
+
+def test_tools_pass_tool_choice_auto_and_parallel_true() -> None:
+    out = built({"tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": True})
+    assert out["tools"] == TOOLS and "tool_choice" not in out
+    assert "parallel_tool_calls" not in out
+
+
+def test_response_format_json_schema_without_schema_is_any_json() -> None:
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "strict": True}}
+    assert built({"response_format": rf})["format"] == "json"
+
+
+def test_suffix_on_generate() -> None:
+    assert built({"suffix": "return x"}, COMPLETIONS)["suffix"] == "return x"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "result"),
+    [
+        (["Once upon"], "Once upon"),
+        (
+            ["a", "b"],
+            "a list of 2 prompts is not supported by ollama targets; send one prompt per "
+            "request or use an openai-format target",
+        ),
+        (
+            [1, 2, 3],
+            "a token-id prompt is not supported by ollama targets; send text or use an "
+            "openai-format target",
+        ),
+        (
+            [[1, 2]],
+            "a token-id prompt is not supported by ollama targets; send text or use an openai-format target",
+        ),
+        ([None], "prompt: not a string, a list of strings or of token ids"),
+    ],
+)
+def test_prompt_lists(prompt: Any, result: str) -> None:
+    c = call({"prompt": prompt}, COMPLETIONS)
+    if result == "Once upon":
+        assert ADAPTER.build(c, opts())["prompt"] == result
+        return
+    with pytest.raises(TransformError) as exc:
+        ADAPTER.build(c, opts())
+    assert str(exc.value) == result
+
+
+def test_native_sampling_hints_and_fields() -> None:
+    extra = {"min_p": 0.05, "repetition_penalty": 1.1, "num_ctx": 8192, "keep_alive": "5m"}
+    out = built({**extra, "temperature": 0.2})
+    assert out["options"] == {
+        "temperature": 0.2,
+        "min_p": 0.05,
+        "repeat_penalty": 1.1,
+        "num_ctx": 8192,
+    }
+    assert out["keep_alive"] == "5m"
+    c = call({"messages": HI, "temperature": 0.2})
+    c.native_options = {"mirostat": 2, "num_gpu": 1, "temperature": 0.9, "num_predict": 7, "x": 1}
+    c.native_fields = {"think": True, "keep_alive": 0}
+    out = ADAPTER.build(c, opts())
+    # the client's OpenAI field wins over the same option sent natively
+    assert out["options"] == {
+        "num_predict": 7,
+        "temperature": 0.2,
+        "mirostat": 2,
+        "num_gpu": 1,
+        "x": 1,
+    }
+    assert (out["think"], out["keep_alive"]) == (True, 0)
+
+
+def test_messages_developer_images_and_tool_name() -> None:
+    png = "iVBORw0KGgo="
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "a cat"}]},
+        {"role": "tool", "tool_call_id": "unknown", "content": "?"},
+        {"role": "tool", "tool_call_id": "x", "name": "look", "content": "!"},
+        {"role": "assistant", "content": "It is a cat.", "reasoning_content": "cats..."},
+    ]
+    out = ADAPTER.build(call({"messages": messages}), opts())["messages"]
+    assert out[0] == {"role": "system", "content": "Be brief."}
+    assert out[1] == {"role": "user", "content": "What is this?", "images": [png]}
+    assert out[2]["content"] == "" and out[2]["tool_calls"][0]["function"]["arguments"] == {}
+    assert out[3] == {"role": "tool", "tool_call_id": "c1", "content": "a cat", "tool_name": "look"}
+    assert out[4] == {"role": "tool", "tool_call_id": "unknown", "content": "?"}
+    assert out[5]["tool_name"] == "look"  # the name the Ollama front door carries
+    assert out[6] == {"role": "assistant", "content": "It is a cat.", "thinking": "cats..."}
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ({"role": "user", "content": None}, "messages[0]: content is null"),
+        ({"role": "user"}, "messages[0]: content is missing"),
+        ({"role": "assistant", "content": None}, "messages[0]: content is null"),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+            },
+            "messages[0].content[0]: the gateway does not fetch images; send image_url as a "
+            "data: URL (data:<mime>;base64,…)",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "data:image/png,raw"}}],
+            },
+            "messages[0].content[0]: image_url must be a base64 data: URL (data:<mime>;base64,…)",
+        ),
+        (
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
+            "messages[0].content[0]: input_audio parts are not supported by ollama targets; "
+            "use an openai-format target",
+        ),
+        (
+            {"role": "user", "content": [{"type": "file", "file": {}}]},
+            "messages[0].content[0]: file parts are not supported by ollama targets; use an "
+            "openai-format target",
+        ),
+        (
+            {"role": "function", "name": "f", "content": "1"},
+            "messages[0]: role 'function' (legacy function calling) is not supported by ollama "
+            "targets; send tools and tool messages instead",
+        ),
+        (
+            {"role": "critic", "content": "x"},
+            "messages[0]: role 'critic' is not supported by ollama targets",
+        ),
+    ],
+)
+def test_message_refusals(message: dict[str, Any], reason: str) -> None:
+    with pytest.raises(TransformError) as exc:
+        ADAPTER.build(call({"messages": [message]}), opts())
+    assert str(exc.value) == reason
+
+
+def test_parse_builds_openai_message_thinking_as_reasoning_content() -> None:
+    message = {
+        "role": "assistant",
+        "content": "4",
+        "thinking": "2+2 is 4",
+        "images": None,
+        "tool_name": "x",
+    }
+    parsed = ADAPTER.parse(call({}), opts(), dumps(dict(CHAT_FINAL, message=message)))
+    assert loads(parsed.body)["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "4",
+        "refusal": None,
+        "reasoning_content": "2+2 is 4",
+    }
+
+
+def test_stream_thinking_as_reasoning_content() -> None:
+    thinking = {"role": "assistant", "content": "", "thinking": "hmm"}
+    data = chat_line("", message=thinking) + chat_line("4") + dumps(CHAT_FINAL) + b"\n"
+    out = assert_split_invariant(call({}, stream=True), data)
+    assert events(out) == [
+        chunk({"role": "assistant", "reasoning_content": "hmm"}),
+        chunk({"content": "4"}),
+        chunk({}, "stop"),
+        "[DONE]",
+    ]

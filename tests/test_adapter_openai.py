@@ -10,7 +10,7 @@ import pytest
 from golden import call, decode, model_options, split_invariant
 
 from gateway.adapters import ADAPTERS, get_adapter
-from gateway.adapters.base import Call, ResponseError, Usage
+from gateway.adapters.base import Call, ResponseError, TransformError, Usage
 from gateway.adapters.common import DONE
 from gateway.config import CHAT, COMPLETIONS
 from gateway.config.schema import ModelOptions
@@ -65,6 +65,7 @@ def test_build_passes_everything_with_tuning_model_and_stream() -> None:
         "max_tokens": 1024,
         "temperature": 0.1,
         "top_p": 0.5,
+        "top_k": 40,  # not OpenAI's, but OpenAI-compatible servers take it
         "tools": tools,
         "stop": "x",
         "n": 2,
@@ -75,15 +76,89 @@ def test_build_passes_everything_with_tuning_model_and_stream() -> None:
     assert body == before
 
 
-def test_build_stream_explicit_and_config_top_k_dropped() -> None:
-    body = {"prompt": "Once", "temperature": None}
+def test_build_stream_explicit_and_config_values_win() -> None:
+    body = {"prompt": "Once", "temperature": None, "top_k": 5}
     out = ADAPTER.build(call(body, COMPLETIONS), opts(top_k=40, temperature=0.7))
-    assert out == {"prompt": "Once", "temperature": 0.7, "model": "llama2", "stream": False}
+    assert out == {
+        "prompt": "Once",
+        "temperature": 0.7,
+        "top_k": 40,
+        "model": "llama2",
+        "stream": False,
+    }
 
 
 def test_build_keeps_client_model_without_effective_name() -> None:
     body = {"model": "their-model", "messages": [{"role": "user", "content": "hi"}]}
     assert ADAPTER.build(call(body, model=None), opts())["model"] == "their-model"
+
+
+@pytest.mark.parametrize(
+    ("limits", "configured", "sent"),
+    [
+        ({"max_tokens": 5}, None, {"max_tokens": 5}),
+        ({"max_completion_tokens": 9}, None, {"max_completion_tokens": 9}),
+        ({"max_tokens": 5, "max_completion_tokens": 9}, None, {"max_completion_tokens": 9}),
+        ({"max_completion_tokens": 9}, 3, {"max_completion_tokens": 3}),
+        ({"max_tokens": 5}, 3, {"max_tokens": 3}),
+        ({}, 3, {"max_tokens": 3}),
+    ],
+)
+def test_build_limit_under_the_clients_name(
+    limits: dict[str, Any], configured: int | None, sent: dict[str, Any]
+) -> None:
+    out = ADAPTER.build(call({"messages": [], **limits}), opts(max_tokens=configured))
+    assert {k: v for k, v in out.items() if k.startswith("max_")} == sent
+
+
+def test_build_passes_every_openai_and_native_field() -> None:
+    body = {
+        "messages": [{"role": "developer", "content": [{"type": "image_url"}]}],
+        "n": 3,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "logit_bias": {"1": 2},
+        "functions": [{"name": "f"}],
+        "function_call": "auto",
+        "reasoning_effort": "low",
+        "modalities": ["text", "audio"],
+        "audio": {"voice": "alloy"},
+        "prediction": {"type": "content", "content": "x"},
+        "web_search_options": {},
+        "verbosity": "low",
+        "presence_penalty": 0.5,
+        "min_p": 0.1,
+        "repeat_penalty": 1.1,
+        "user": "u",
+        "store": True,
+        "metadata": {"k": "v"},
+    }
+    out = ADAPTER.build(call(body), opts())
+    assert out == {**body, "model": "llama2", "stream": False}
+
+
+def test_build_native_options_top_level_hints_and_keep_alive_left_out() -> None:
+    c = call({"prompt": "Once", "temperature": 0.2}, COMPLETIONS)
+    c.native_options = {"mirostat": 2, "num_ctx": 4096, "num_predict": 7, "temperature": 0.9}
+    c.native_fields = {"keep_alive": "5m", "think": False, "raw": True, "suffix": "end"}
+    assert ADAPTER.build(c, opts()) == {
+        "max_tokens": 7,
+        "temperature": 0.2,
+        "prompt": "Once",
+        "mirostat": 2,
+        "suffix": "end",
+        "model": "llama2",
+        "stream": False,
+    }
+    c.native_fields = {"think": True}
+    with pytest.raises(TransformError) as exc:
+        ADAPTER.build(c, opts())
+    assert str(exc.value) == (
+        "think is not supported by openai targets; send think: false or use an ollama target"
+    )
+    c.native_fields = {"system": "S"}
+    with pytest.raises(TransformError, match=r"^system is not supported by openai targets on"):
+        ADAPTER.build(c, opts())
 
 
 # ------------------------------------------------------------------ parse

@@ -173,7 +173,7 @@ def test_kong_mathematician_fixture_drops_assistant_turns() -> None:
 
 
 def test_kong_positions_not_roles_and_no_strip() -> None:
-    body = chat(("user", " hi "), ("assistant", "a"), ("tool", "dropped"), ("user", "u"))
+    body = chat(("user", " hi "), ("assistant", "a"), ("assistant", "dropped"), ("user", "u"))
     assert inputs(body, KONG) == "<s>[INST] <<SYS>>  hi  <</SYS>> a [/INST] <s>[INST] u [/INST]"
     assert inputs(chat(("user", "alone")), KONG) == "<s>[INST] <<SYS>> alone <</SYS>>"
 
@@ -198,7 +198,13 @@ def test_hf_request_kong_tuning_case() -> None:
     out = ADAPTER.build(call(body), opts(max_tokens=1024, top_p=0.5))
     assert out == {
         "inputs": "<s>[INST] Hi [/INST]",
-        "parameters": {"max_new_tokens": 1024, "temperature": 0.1, "top_p": 0.5, "stream": False},
+        "parameters": {
+            "max_new_tokens": 1024,
+            "temperature": 0.1,
+            "top_p": 0.5,
+            "details": True,
+            "stream": False,
+        },
     }
     assert list(out) == ["inputs", "parameters"]
 
@@ -207,23 +213,29 @@ def test_hf_request_streaming_and_unset_omitted() -> None:
     out = ADAPTER.build(call(chat(("user", "Hi")), stream=True), opts(top_k=40))
     assert out == {
         "inputs": "<s>[INST] Hi [/INST]",
-        "parameters": {"top_k": 40, "stream": True},
+        "parameters": {"top_k": 40, "details": True, "stream": True},
         "stream": True,
     }
     out = ADAPTER.build(call({"prompt": "Once", "model": "x"}, COMPLETIONS), HF)
-    assert out == {"inputs": "Once", "parameters": {"stream": False}}
+    assert out == {"inputs": "Once", "parameters": {"details": True, "stream": False}}
 
 
 def test_hf_request_values_tgi_rejects_are_omitted() -> None:
     body = {**chat(("user", "Hi")), "temperature": 0, "top_p": 1.0, "top_k": 0, "max_tokens": 8}
-    assert ADAPTER.build(call(body), HF)["parameters"] == {"max_new_tokens": 8, "stream": False}
+    assert ADAPTER.build(call(body), HF)["parameters"] == {
+        "max_new_tokens": 8,
+        "details": True,
+        "stream": False,
+    }
 
 
-def test_hf_request_forwards_stop_and_seed() -> None:
-    body = {**chat(("user", "Hi")), "stop": "###", "seed": 7, "presence_penalty": 1}
+def test_hf_request_forwards_stop_seed_and_frequency_penalty() -> None:
+    body = {**chat(("user", "Hi")), "stop": "###", "seed": 7, "frequency_penalty": 0.5}
     assert ADAPTER.build(call(body), HF)["parameters"] == {
         "stop": ["###"],
         "seed": 7,
+        "frequency_penalty": 0.5,
+        "details": True,
         "stream": False,
     }
 
@@ -282,7 +294,8 @@ def expected_chat(content: str, reason: str, usage: dict[str, int]) -> dict[str,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
                 "finish_reason": reason,
             }
         ],
@@ -309,7 +322,9 @@ def test_hf_list_shape_completions() -> None:
         "object": "text_completion",
         "created": CREATED,
         "model": "llama2",
-        "choices": [{"index": 0, "text": "Once upon a time", "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "text": "Once upon a time", "logprobs": None, "finish_reason": "stop"}
+        ],
         "usage": {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6},
     }
     assert parsed.usage.estimated
@@ -400,7 +415,12 @@ def test_llamacpp_finish_reasons_completions(stop_type: str, reason: str) -> Non
     body = dumps(dict(LLAMACPP_FINAL, stop_type=stop_type))
     parsed = ADAPTER.parse(call({"prompt": "Why?"}, COMPLETIONS), LLAMACPP, body)
     choice = loads(parsed.body)["choices"][0]
-    assert choice == {"index": 0, "text": " The sky is blue.", "finish_reason": reason}
+    assert choice == {
+        "index": 0,
+        "text": " The sky is blue.",
+        "logprobs": None,
+        "finish_reason": reason,
+    }
 
 
 def test_llamacpp_missing_counters_are_estimated() -> None:
@@ -467,6 +487,16 @@ def test_tgi_stream() -> None:
     assert dec.done and dec.usage == Usage(2, 3, 5, estimated=True)
 
 
+def text_chunk(text: str, finish: str | None) -> dict[str, Any]:
+    return {
+        "id": "cmpl-abc123",
+        "object": "text_completion",
+        "created": CREATED,
+        "model": "llama2",
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
+
+
 def test_tgi_stream_length_and_completions() -> None:
     data = tgi_token(1, "Once") + tgi_token(
         2,
@@ -475,11 +505,10 @@ def test_tgi_stream_length_and_completions() -> None:
         details={"finish_reason": "length", "generated_tokens": 2},
     )
     out, _ = run(call({"prompt": "x"}, COMPLETIONS, stream=True), HF, [data])
-    head = {"id": "cmpl-abc123", "object": "text_completion", "created": CREATED, "model": "llama2"}
     assert events(out) == [
-        {**head, "choices": [{"index": 0, "text": "Once", "finish_reason": None}]},
-        {**head, "choices": [{"index": 0, "text": " upon", "finish_reason": None}]},
-        {**head, "choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
+        text_chunk("Once", None),
+        text_chunk(" upon", None),
+        text_chunk("", "length"),
         "[DONE]",
     ]
 
@@ -589,3 +618,298 @@ def test_llamacpp_one_counter_missing_is_estimated() -> None:
     body = b'{"content":"abcd","tokens_predicted":9,"stop_type":"eos"}'
     parsed = ADAPTER.parse(call({"prompt": "12345678"}, COMPLETIONS), LLAMACPP, body)
     assert parsed.usage == Usage(2, 9, 11, estimated=True)
+
+
+# ------------------------------------------------------------------ field rules (docs/fields.md)
+
+HI = chat(("user", "Hi"))
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+
+
+def params(extra: dict[str, Any], o: ModelOptions = HF, route_type: str = CHAT) -> dict[str, Any]:
+    body = {"prompt": "Once"} if route_type == COMPLETIONS else HI
+    out = ADAPTER.build(call({**body, **extra}, route_type), o)
+    return out["parameters"] if o.raw_flavor != "llamacpp" else out
+
+
+def refused(extra: dict[str, Any], o: ModelOptions = HF, route_type: str = CHAT) -> str:
+    with pytest.raises(TransformError) as exc:
+        params(extra, o, route_type)
+    return str(exc.value)
+
+
+def test_max_completion_tokens_maps_like_max_tokens() -> None:
+    assert params({"max_completion_tokens": 9})["max_new_tokens"] == 9
+    assert params({"max_tokens": 5, "max_completion_tokens": 9}, LLAMACPP)["n_predict"] == 9
+    assert params({"max_completion_tokens": 9}, opts(max_tokens=3))["max_new_tokens"] == 3
+
+
+def test_tgi_and_llamacpp_mappings() -> None:
+    schema = {"type": "string", "enum": ["yes", "no"]}
+    rf = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    natives = {"repeat_penalty": 1.1, "typical_p": 0.9, "num_ctx": 4096}
+    extra = {"seed": 1, "frequency_penalty": 0.5, "response_format": rf, **natives}
+    assert params(extra) == {
+        "seed": 1,
+        "frequency_penalty": 0.5,
+        "repetition_penalty": 1.1,
+        "typical_p": 0.9,
+        "grammar": {"type": "json", "value": schema},
+        "details": True,
+        "stream": False,
+    }
+    extra.update(presence_penalty=0.2, logit_bias={"15": -100}, min_p=0.1, num_keep=4)
+    assert params(extra, LLAMACPP) == {
+        "prompt": "[INST] Hi [/INST]",
+        "seed": 1,
+        "frequency_penalty": 0.5,
+        "presence_penalty": 0.2,
+        "json_schema": schema,
+        "logit_bias": [[15, -100]],
+        "repeat_penalty": 1.1,
+        "typical_p": 0.9,
+        "min_p": 0.1,
+        "n_keep": 4,
+        "stream": False,
+        "cache_prompt": True,
+    }
+    json_object = {"response_format": {"type": "json_object"}}
+    assert params(json_object)["grammar"] == {"type": "json", "value": {"type": "object"}}
+    assert params(json_object, LLAMACPP)["json_schema"] == {"type": "object"}
+    assert "grammar" not in params({"response_format": {"type": "text"}, "typical_p": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("extra", "o", "message"),
+    [
+        (
+            {"tools": TOOLS},
+            HF,
+            "tools are not supported by raw targets; use an ollama or openai-format target",
+        ),
+        (
+            {"tool_choice": "required"},
+            LLAMACPP,
+            "tool_choice is not supported by raw targets; use an ollama or openai-format target",
+        ),
+        (
+            {"functions": [{"name": "f"}]},
+            HF,
+            "functions (legacy function calling) is not supported by raw targets; send tools and use an ollama or openai-format target",
+        ),
+        ({"n": 3}, LLAMACPP, "n=3 is not supported by raw targets; use an openai-format target"),
+        (
+            {"logprobs": True, "top_logprobs": 2},
+            HF,
+            "logprobs is not supported by raw targets; use an openai-format target",
+        ),
+        (
+            {"logit_bias": {"1": 2}},
+            HF,
+            "logit_bias is not supported by raw hf (TGI) targets; use an openai-format target",
+        ),
+        ({"logit_bias": {"a": 2}}, LLAMACPP, "logit_bias must map token ids to biases"),
+        (
+            {"presence_penalty": 0.5},
+            HF,
+            "presence_penalty is not supported by raw hf (TGI) targets; use frequency_penalty",
+        ),
+        (
+            {"reasoning_effort": "low"},
+            LLAMACPP,
+            "reasoning_effort is not supported by raw targets; use an openai-format target",
+        ),
+        ({"min_p": 0.1}, HF, "min_p is not supported by raw hf (TGI) targets"),
+        (
+            {"tfs_z": 0.9},
+            LLAMACPP,
+            "tfs_z is not supported by raw llamacpp targets (llama.cpp removed tail-free sampling)",
+        ),
+        (
+            {"penalize_newline": True},
+            LLAMACPP,
+            "penalize_newline is not supported by raw llamacpp targets (llama.cpp removed penalize_nl)",
+        ),
+        (
+            {"response_format": {"type": "regex"}},
+            LLAMACPP,
+            "response_format type 'regex' is not supported by raw llamacpp targets",
+        ),
+    ],
+)
+def test_refused_fields(extra: dict[str, Any], o: ModelOptions, message: str) -> None:
+    assert refused(extra, o) == message
+
+
+def test_refused_completions_fields() -> None:
+    assert refused({"suffix": "x"}, LLAMACPP, COMPLETIONS) == (
+        "suffix is not supported by raw targets; use an ollama or openai-format target"
+    )
+    assert refused({"echo": True}, HF, COMPLETIONS).startswith("echo: true is not supported")
+    assert refused({"best_of": 2}, HF, COMPLETIONS).startswith("best_of=2 is not supported")
+
+
+def test_idle_values_ignored_fields_and_hints() -> None:
+    idle = {
+        "n": 1,
+        "presence_penalty": 0,
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "logprobs": False,
+        "user": "u",
+        "metadata": {},
+        "num_ctx": 4096,
+        "keep_alive": "1m",
+        "unknown": 1,
+    }
+    assert params(idle) == {"details": True, "stream": False}
+    assert params(idle, LLAMACPP) == {
+        "prompt": "[INST] Hi [/INST]",
+        "presence_penalty": 0,
+        "stream": False,
+        "cache_prompt": True,
+    }
+
+
+@pytest.mark.parametrize("o", [HF, KONG])
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (
+            {"role": "tool", "tool_call_id": "1", "content": "20C"},
+            "messages[1]: role 'tool' is not supported by raw targets; use an ollama or "
+            "openai-format target",
+        ),
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+            "messages[1]: tool_calls are not supported by raw targets; use an ollama or "
+            "openai-format target",
+        ),
+        ({"role": "user", "content": None}, "messages[1]: content is null"),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]},
+            "messages[1].content[0]: image_url parts are not supported by raw targets; use an "
+            "ollama or openai-format target",
+        ),
+        (
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
+            "messages[1].content[0]: input_audio parts are not supported by raw targets; use "
+            "an openai-format target",
+        ),
+    ],
+)
+def test_message_refusals(o: ModelOptions, message: dict[str, Any], reason: str) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}, message]}
+    with pytest.raises(TransformError) as exc:
+        ADAPTER.build(call(body), o)
+    assert str(exc.value) == reason
+
+
+def test_developer_is_system() -> None:
+    body = chat(("developer", "Be brief."), ("user", "Hi"))
+    assert inputs(body) == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]"
+    assert inputs(body, KONG) == "<s>[INST] <<SYS>> Be brief. <</SYS>> Hi [/INST]"
+
+
+def test_prompt_lists() -> None:
+    assert inputs({"prompt": ["Once"]}, HF, COMPLETIONS) == "Once"
+    assert inputs({"prompt": [[1, 2, 3]]}, LLAMACPP, COMPLETIONS) == [1, 2, 3]  # type: ignore[comparison-overlap]
+    assert inputs({"prompt": [1, 2]}, LLAMACPP, COMPLETIONS) == [1, 2]  # type: ignore[comparison-overlap]
+    assert refused({"prompt": ["a", "b"]}, LLAMACPP, COMPLETIONS) == (
+        "a list of 2 prompts is not supported by raw llamacpp targets; send one prompt per "
+        "request or use an openai-format target"
+    )
+    assert refused({"prompt": [1, 2]}, HF, COMPLETIONS) == (
+        "a token-id prompt is not supported by raw hf (TGI) targets; send text or use an "
+        "openai-format target"
+    )
+
+
+def test_native_options_and_fields() -> None:
+    c = call({"prompt": "Once"}, COMPLETIONS)
+    c.native_options = {"repeat_last_n": 32, "num_thread": 4, "num_predict": 6}
+    c.native_fields = {"keep_alive": "5m", "think": False, "raw": True}
+    assert ADAPTER.build(c, LLAMACPP) == {
+        "prompt": "Once",
+        "n_predict": 6,
+        "repeat_last_n": 32,
+        "stream": False,
+        "cache_prompt": True,
+    }
+    with pytest.raises(TransformError) as exc:
+        ADAPTER.build(c, HF)
+    assert str(exc.value) == "repeat_last_n is not supported by raw hf (TGI) targets"
+    c.native_options = {"flash": 1}
+    with pytest.raises(TransformError, match=r"^option flash is not supported by raw llamacpp"):
+        ADAPTER.build(c, LLAMACPP)
+    for native, reason in [
+        ({"system": "S"}, "system is not supported by raw targets on /api/generate; use /api/chat"),
+        ({"raw": True}, "raw is not supported by raw targets on /api/generate; use /api/chat"),
+        ({"images": ["iVBO"]}, "images is not supported by raw targets; use an ollama target"),
+        (
+            {"think": True},
+            "think is not supported by raw targets; send think: false or use an ollama target",
+        ),
+        (
+            {"suffix": "x"},
+            "suffix is not supported by raw targets; use an ollama or openai-format target",
+        ),
+    ]:
+        c.native_options, c.native_fields = None, native
+        with pytest.raises(TransformError) as exc:
+            ADAPTER.build(c, KONG)  # kong templates completions: raw: true cannot hold
+        assert str(exc.value) == reason
+
+
+# ------------------------------------------------------------------ TGI stop sequences
+
+
+def test_tgi_stop_is_cut_from_the_answer() -> None:
+    body = {**chat(("user", "12345678")), "stop": ["###", "User:"]}
+    generated = {
+        "generated_text": " Paris.\nUser:",
+        "details": {"finish_reason": "stop_sequence", "generated_tokens": 4},
+    }
+    parsed = ADAPTER.parse(call(body), HF, dumps(generated))
+    assert loads(parsed.body)["choices"][0]["message"]["content"] == "Paris."
+    assert loads(parsed.body)["choices"][0]["finish_reason"] == "stop"
+    assert parsed.usage == Usage(2, 4, 6, estimated=True)
+    # a stop inside the text stays; only the end is cut
+    parsed = ADAPTER.parse(call(body), HF, b'[{"generated_text":"a ### b"}]')
+    assert loads(parsed.body)["choices"][0]["message"]["content"] == "a ### b"
+
+
+def test_tgi_stream_holds_back_a_possible_stop_and_drops_it() -> None:
+    body = {**chat(("user", "hi")), "stop": ["<|end|>", "##"]}
+    final = {"finish_reason": "stop_sequence", "generated_tokens": 6}
+    data = (
+        tgi_token(1, " The")
+        + tgi_token(2, " <|")  # could start <|end|>: held
+        + tgi_token(3, "x|>")  # it did not: released
+        + tgi_token(4, " sky #")  # "#" could start "##": held
+        + tgi_token(5, " <|en")
+        + tgi_token(6, "d|>", generated_text="…", details=final)
+    )
+    c = call(body, stream=True)
+    out = assert_split_invariant(c, HF, data)
+    got = events(out)
+    assert [e["choices"][0]["delta"] for e in got[:-2]] == [
+        {"role": "assistant", "content": " The"},
+        {"content": " "},
+        {"content": "<|x|>"},
+        {"content": " sky "},
+        {"content": "# "},
+    ]
+    assert got[-2:] == [chunk({}, "stop"), "[DONE]"]
+    _, dec = run(c, HF, [data])
+    assert dec.completion_text_len == len(" The <|x|> sky # ")
+
+
+def test_tgi_stream_held_text_without_stop_is_sent_at_the_end() -> None:
+    body = {**chat(("user", "hi")), "stop": "###"}
+    details = {"finish_reason": "length", "generated_tokens": 2}
+    data = tgi_token(1, "a #") + tgi_token(2, "#", generated_text="a ##", details=details)
+    got = events(run(call(body, stream=True), HF, [data])[0])
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in got[:-1] if e["choices"])
+    assert text == "a ##"
+    assert got[-2] == chunk({}, "length")

@@ -108,7 +108,12 @@ async def test_raw_good_chat(upstream, gateway, http) -> None:
     sent = up.generation_requests()[0]
     assert sent.headers["Authorization"] == KEY
     assert "INST" in sent.json["inputs"]  # what Kong's mock checks before answering 200
-    assert sent.json["parameters"] == {"max_new_tokens": 256, "temperature": 1.0, "stream": False}
+    assert sent.json["parameters"] == {
+        "max_new_tokens": 256,
+        "temperature": 1.0,
+        "details": True,  # ours: TGI's real token counts
+        "stream": False,
+    }
 
 
 async def test_raw_good_completions(upstream, gateway, http) -> None:
@@ -207,7 +212,11 @@ async def test_one_shot_success(upstream, gateway, http) -> None:
     }
     status, got, _ = await kong_get(http, url(gw), body)
     assert status == 200, got
-    assert got["choices"][0]["message"] == {"role": "assistant", "content": KONG_ANSWER}
+    assert got["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": KONG_ANSWER,
+        "refusal": None,
+    }
     assert up.generation_requests()[0].json["parameters"]["max_new_tokens"] == 1024
 
 

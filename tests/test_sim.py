@@ -571,7 +571,7 @@ async def test_openai_non_stream(make: Make, session: aiohttp.ClientSession) -> 
             "index": 0,
             "logprobs": None,
             "finish_reason": "length",
-            "message": {"role": "assistant", "content": "The quick brown"},
+            "message": {"role": "assistant", "content": "The quick brown", "refusal": None},
         }
     ]
     p = up.count_prompt_tokens(body)

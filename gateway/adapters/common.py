@@ -17,17 +17,26 @@ from ..errors import error_event
 from ..framing import FrameTooLarge, Splitter
 from ..jsonutil import dumps
 from .base import Call, StreamDecoder, TransformError, Usage
+from .fields import OPENAI, TOOLS_TARGET
 
 DONE = b"data: [DONE]\n\n"
 CLOSED_EARLY = "upstream closed the stream before it finished"
-TUNING_KEYS = ("max_tokens", "temperature", "top_p", "top_k")
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 
 
 def tuning(body: dict[str, Any], opts: ModelOptions) -> dict[str, Any]:
     """The configured value wins when set, else the request's; only set keys (a client
-    `null` counts as unset), in the order max_tokens, temperature, top_p, top_k."""
+    `null` counts as unset), in the order max_tokens, temperature, top_p, top_k. The
+    client's limit is `max_completion_tokens` when set, else `max_tokens`."""
     out: dict[str, Any] = {}
-    for key in TUNING_KEYS:
+    limit = opts.max_tokens
+    if limit is None:
+        limit = body.get("max_completion_tokens")
+        if limit is None:
+            limit = body.get("max_tokens")
+    if limit is not None:
+        out["max_tokens"] = limit
+    for key in _SAMPLING_KEYS:
         value = getattr(opts, key)
         if value is None:
             value = body.get(key)
@@ -36,37 +45,56 @@ def tuning(body: dict[str, Any], opts: ModelOptions) -> dict[str, Any]:
     return out
 
 
-def sampling_extras(body: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI sampling keys the self-hosted servers also understand: `stop` (a string
-    becomes a one-element list), `seed`, `frequency_penalty`, `presence_penalty`."""
-    out: dict[str, Any] = {}
+def stop_list(body: dict[str, Any]) -> Any:
+    """The client's `stop` as the servers take it (a string becomes a one-element list),
+    or None."""
     stop = body.get("stop")
-    if stop is not None:
-        out["stop"] = [stop] if isinstance(stop, str) else stop
-    for key in ("seed", "frequency_penalty", "presence_penalty"):
-        value = body.get(key)
-        if value is not None:
-            out[key] = value
-    return out
+    return [stop] if isinstance(stop, str) else stop
 
 
-def content_text(content: Any, where: str = "message") -> str:
-    """A message `content`: a string, or a list of `{"type":"text","text":…}` parts
-    joined with "\\n". Anything else cannot be expressed as text (→ TransformError)."""
+def penalties(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The set ones of `names` (seed and the penalties), under the same names."""
+    return {k: body[k] for k in names if body.get(k) is not None}
+
+
+def content_text(content: Any, where: str, fmt: str) -> str:
+    """A message `content`: a string, or a list of text parts joined with "\\n" (an
+    assistant's refusal parts count as text). Anything else cannot be expressed as text
+    for a `fmt` target (→ TransformError naming the message and the part)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         texts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise TransformError(f"{where}: only text content parts are supported")
-            texts.append(part["text"])
+        for j, part in enumerate(content):
+            text = part_text(part)
+            if text is None:
+                raise TransformError(part_error(part, f"{where}.content[{j}]", fmt))
+            texts.append(text)
         return "\n".join(texts)
+    if content is None:
+        raise TransformError(f"{where}: content is null")
     raise TransformError(f"{where}: content must be a string or a list of text parts")
+
+
+def part_text(part: Any) -> str | None:
+    """The text of a text (or refusal) content part, else None."""
+    if isinstance(part, dict):
+        kind = part.get("type")
+        text = part.get("text") if kind == "text" else part.get("refusal")
+        if kind in ("text", "refusal") and isinstance(text, str):
+            return text
+    return None
+
+
+def part_error(part: Any, where: str, fmt: str) -> str:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "image_url":
+        return f"{where}: image_url parts are not supported by {fmt} targets; {TOOLS_TARGET}"
+    if kind in ("input_audio", "file"):
+        return f"{where}: {kind} parts are not supported by {fmt} targets; {OPENAI}"
+    if kind in ("text", "refusal"):
+        return f"{where}: a {kind} part needs a string {kind}"
+    return f"{where}: content part type {kind!r} is not supported by {fmt} targets"
 
 
 def estimate_tokens(text: str) -> int:
@@ -79,6 +107,10 @@ def estimate_prompt_tokens(call: Call) -> int:
     body = call.body
     if call.route_type != CHAT:
         prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if isinstance(prompt, list):  # token ids: the count is known
+            return len(prompt) if all(type(t) is int for t in prompt) else 0
         return estimate_tokens(prompt) if isinstance(prompt, str) else 0
     chars = 0
     for message in body.get("messages") or ():
@@ -138,13 +170,17 @@ def sse(obj: Any) -> bytes:
 def chat_response(
     call: Call, model: str | None, message: dict[str, Any], finish_reason: str, usage: Usage
 ) -> bytes:
+    """A `chat.completion`; `message` has at least role, content and refusal (OpenAI's
+    schema requires them, and `logprobs` on the choice, null or not)."""
     return dumps(
         {
             "id": call.id,
             "object": "chat.completion",
             "created": call.created,
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            ],
             "usage": usage_dict(usage),
         }
     )
@@ -159,7 +195,9 @@ def text_response(
             "object": "text_completion",
             "created": call.created,
             "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            ],
             "usage": usage_dict(usage),
         }
     )
@@ -170,7 +208,7 @@ def completion_response(
 ) -> bytes:
     """The client body for generated plain text: chat or completions by route type."""
     if call.route_type == CHAT:
-        message = {"role": "assistant", "content": text}
+        message = {"role": "assistant", "content": text, "refusal": None}
         return chat_response(call, model, message, finish_reason, usage)
     return text_response(call, model, text, finish_reason, usage)
 
@@ -183,7 +221,8 @@ class ChunkWriter:
 
     Chat: `{"id","object":"chat.completion.chunk","created","model","choices":[{"index":0,
     "delta":{…},"finish_reason":…}]}`; completions: `object: "text_completion"` and
-    `choices[0].text`. The constant head is serialised once.
+    `choices[0].text` with `"logprobs":null` (required by OpenAI's completion shape, which
+    its chunks share). The constant head is serialised once.
     """
 
     __slots__ = ("_chat", "_head", "_text_post", "_text_pre")
@@ -202,7 +241,7 @@ class ChunkWriter:
             self._text_post = b'},"finish_reason":null}]}\n\n'
         else:
             self._text_pre = self._head + b'[{"index":0,"text":'
-            self._text_post = b',"finish_reason":null}]}\n\n'
+            self._text_post = b',"logprobs":null,"finish_reason":null}]}\n\n'
 
     def text(self, text: str) -> bytes:
         return self._text_pre + dumps(text) + self._text_post
@@ -215,7 +254,12 @@ class ChunkWriter:
         reason = dumps(finish_reason)
         if self._chat:
             return self._head + b'[{"index":0,"delta":{},"finish_reason":' + reason + b"}]}\n\n"
-        return self._head + b'[{"index":0,"text":"","finish_reason":' + reason + b"}]}\n\n"
+        return (
+            self._head
+            + b'[{"index":0,"text":"","logprobs":null,"finish_reason":'
+            + reason
+            + b"}]}\n\n"
+        )
 
     def usage(self, usage: Usage) -> bytes:
         return self._head + b'[],"usage":' + dumps(usage_dict(usage)) + b"}\n\n"

@@ -1,17 +1,19 @@
 """`llama2_format: openai` — an OpenAI-compatible upstream.
 
-Nothing is translated: the request is the client's with the gateway's tuning and model,
-the answer is passed through byte for byte and streams event by event. Usage for the
-metrics is read on the way.
+Nothing is translated: the request is the client's with the gateway's tuning and model
+(every field passes, top_k and native sampling names included), the answer is passed
+through byte for byte and streams event by event. Usage for the metrics is read on the
+way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..config import ModelOptions
+from ..config import CHAT, ModelOptions
 from ..framing import SSESplitter
 from ..jsonutil import JSONDecodeError, loads
+from . import fields
 from .base import Adapter, Call, Parsed, ResponseError, Usage
 from .common import (
     CLOSED_EARLY,
@@ -19,18 +21,34 @@ from .common import (
     FramedDecoder,
     error_message,
     estimated_usage,
-    tuning,
     usage_from_openai,
 )
+
+FMT = "openai"
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 
 
 class OpenAIAdapter(Adapter):
     format = "openai"
 
     def build(self, call: Call, opts: ModelOptions) -> dict[str, Any]:
-        out = dict(call.body)
-        out.update(tuning(call.body, opts))
-        out.pop("top_k", None)  # not an OpenAI parameter
+        body = fields.effective_body(call)
+        out = dict(body)
+        for key in _SAMPLING_KEYS:
+            value = getattr(opts, key)
+            if value is not None:  # the configured value wins
+                out[key] = value
+        # The limit goes under the client's name (max_completion_tokens wins when both
+        # are sent): a server may know only one of them.
+        if body.get("max_completion_tokens") is not None:
+            out.pop("max_tokens", None)
+            limit = "max_completion_tokens"
+        else:
+            limit = "max_tokens"
+        if opts.max_tokens is not None:
+            out[limit] = opts.max_tokens
+        if call.native_options or call.native_fields:
+            _natives(call, out)
         if call.model is not None:
             out["model"] = call.model
         out["stream"] = call.stream
@@ -51,6 +69,17 @@ class OpenAIAdapter(Adapter):
 
     def decoder(self, call: Call, opts: ModelOptions) -> OpenAIDecoder:
         return OpenAIDecoder(call)
+
+
+def _natives(call: Call, out: dict[str, Any]) -> None:
+    """Ollama-native options as top-level keys (server-side hints left out: they never
+    change the answer); top-level Ollama fields as the other formats take them."""
+    for key, value in (call.native_options or {}).items():
+        if key not in fields.HINTS and key not in fields.OPENAI_NAMED:
+            out.setdefault(key, value)
+    untemplated = call.route_type != CHAT
+    for key, value in fields.native_fields(call, FMT, untemplated).items():
+        out.setdefault(key, value)  # suffix: an OpenAI completions field
 
 
 def _choice_text_len(choices: list[Any]) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from ..config import CHAT, ModelOptions
 from ..framing import SSESplitter
 from ..jsonutil import JSONDecodeError, loads
+from . import fields
 from .base import Adapter, Call, Parsed, ResponseError, TransformError, Usage
 from .common import (
     TranslatingDecoder,
@@ -21,14 +22,48 @@ from .common import (
     error_message,
     estimate_prompt_tokens,
     make_usage,
-    sampling_extras,
+    penalties,
+    stop_list,
     tuning,
     usage_from_openai,
 )
+from .fields import TOOLS_TARGET
 
+FMT = "raw"
 KONG_COMPLETIONS = "<s> [INST] <<SYS>> You are a helpful assistant. <<SYS>> {} [/INST]"
 
 # ------------------------------------------------------------------ prompt templates
+
+
+_PLAIN_ROLES = ("system", "user", "assistant")
+
+
+def _plain_role(message: Any) -> Any:
+    """The role of a plain message (a dict with one of the plain roles and no tool calls,
+    the common case, checked cheaply), else None."""
+    role = message.get("role") if type(message) is dict else None
+    if role not in _PLAIN_ROLES or "tool_calls" in message or "function_call" in message:
+        return None
+    return role
+
+
+def _text(message: dict[str, Any], index: int) -> str:
+    content = message.get("content")
+    return content if type(content) is str else content_text(content, f"messages[{index}]", FMT)
+
+
+def _role(message: Any, where: str) -> Any:
+    """The role a template renders the message as (`developer` is `system`); tool turns
+    and tool calls have no place in a plain-text prompt."""
+    if not isinstance(message, dict):
+        raise TransformError(f"{where}: not an object")
+    role = message.get("role")
+    what = f"role {role!r} is" if role in ("tool", "function") else None
+    if message.get("tool_calls") or message.get("function_call"):
+        what = what or "tool_calls are"
+    if what:
+        raise TransformError(f"{where}: {what} not supported by raw targets; {TOOLS_TARGET}")
+    return "system" if role == "developer" else role
 
 
 def llama2_prompt(messages: list[Any]) -> str:
@@ -40,19 +75,19 @@ def llama2_prompt(messages: list[Any]) -> str:
     turns: list[list[str]] = []  # alternating user / assistant texts
     roles: list[str] = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise TransformError(f"{where}: not an object")
-        role = message.get("role")
-        if role not in ("system", "user", "assistant"):
-            raise TransformError(f"{where}: role {role!r} is not supported by the llama2 template")
-        text = content_text(message.get("content"), where).strip()
+        role = _plain_role(message)
+        if role is None:
+            where = f"messages[{i}]"
+            role = _role(message, where)
+            if role not in _PLAIN_ROLES:
+                raise TransformError(f"{where}: the llama2 template has no role {role!r}")
+        text = _text(message, i).strip()
         if role == "system":
             systems.append(text)
         elif roles and roles[-1] == role:
             turns[-1].append(text)
         elif not roles and role != "user":
-            raise TransformError(f"{where}: the conversation must start with a user message")
+            raise TransformError(f"messages[{i}]: the conversation must start with a user message")
         else:
             roles.append(role)
             turns.append([text])
@@ -74,16 +109,16 @@ def llama2_prompt(messages: list[Any]) -> str:
 def kong_prompt(messages: list[Any]) -> str:
     """Kong's builder (kong/llm/drivers/llama2.lua): by position, whatever the role —
     message 1 → `<s>[INST] <<SYS>> {c} <</SYS>>`, message 2 → ` {c} [/INST]`; after that
-    `system` → ` {c} </s>`, `user` → ` <s>[INST] {c} [/INST]`, other roles dropped."""
+    `system` → ` {c} </s>`, `user` → ` <s>[INST] {c} [/INST]`, other roles dropped (Kong's
+    choice, kept for byte compatibility; tool turns are refused as in `llama2`)."""
     parts = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise TransformError(f"{where}: not an object")
-        role = message.get("role")
+        role = _plain_role(message)
+        if role is None:
+            role = _role(message, f"messages[{i}]")
         if i > 1 and role not in ("system", "user"):
             continue
-        text = content_text(message.get("content"), where)
+        text = _text(message, i)
         if i == 0:
             parts.append(f"<s>[INST] <<SYS>> {text} <</SYS>>")
         elif i == 1:
@@ -95,21 +130,23 @@ def kong_prompt(messages: list[Any]) -> str:
     return "".join(parts)
 
 
-def build_prompt(call: Call, opts: ModelOptions) -> str:
+def build_prompt(call: Call, opts: ModelOptions) -> str | list[int]:
+    """The prompt string; for llama.cpp with the llama2 template a completions prompt
+    may also be one token-id array, sent as given."""
     kong = opts.chat_template == "kong"
+    llamacpp = opts.raw_flavor == "llamacpp"
     if call.route_type == CHAT:
         messages = call.body.get("messages")
         if not isinstance(messages, list):
             raise TransformError("messages: not a list")
         prompt = kong_prompt(messages) if kong else llama2_prompt(messages)
     else:
-        given = call.body.get("prompt")
-        if not isinstance(given, str):
-            raise TransformError("prompt: not a string")
-        if not kong:
+        label = (fields.LLAMACPP if llamacpp else fields.TGI).label
+        given = fields.one_prompt(call.body.get("prompt"), label, tokens=llamacpp and not kong)
+        if not kong or not isinstance(given, str):
             return given  # a completions prompt is the client's, as given
         prompt = KONG_COMPLETIONS.format(given)
-    if opts.raw_flavor == "llamacpp" and prompt.startswith("<s>"):
+    if llamacpp and prompt.startswith("<s>"):
         prompt = prompt[3:]  # llama.cpp adds BOS itself
     return prompt
 
@@ -117,8 +154,10 @@ def build_prompt(call: Call, opts: ModelOptions) -> str:
 # ------------------------------------------------------------------ requests
 
 
-def _hf_request(call: Call, opts: ModelOptions, prompt: str) -> dict[str, Any]:
-    t = tuning(call.body, opts)
+def _hf_request(
+    call: Call, body: dict[str, Any], opts: ModelOptions, prompt: Any, special: bool
+) -> dict[str, Any]:
+    t = tuning(body, opts)
     params: dict[str, Any] = {}
     if "max_tokens" in t:
         params["max_new_tokens"] = t["max_tokens"]
@@ -131,10 +170,19 @@ def _hf_request(call: Call, opts: ModelOptions, prompt: str) -> dict[str, Any]:
         params["top_p"] = top_p
     if top_k is not None and top_k > 0:
         params["top_k"] = top_k
-    extras = sampling_extras(call.body)
-    for key in ("stop", "seed", "frequency_penalty"):
-        if key in extras:
-            params[key] = extras[key]
+    stop = stop_list(body)
+    if stop is not None:
+        params["stop"] = stop  # TGI leaves the stop in the text: cut in parse / the decoder
+    if special:
+        params.update(penalties(body, ("seed", "frequency_penalty")))
+        for key, value in fields.natives(call, fields.TGI).items():
+            # typical_p 1 (Ollama's "off") is a 422 for TGI, like top_p 1
+            if key != "typical_p" or not isinstance(value, int | float) or value < 1:
+                params[key] = value
+        schema = fields.json_schema(body, fields.TGI)
+        if schema is not None:
+            params["grammar"] = {"type": "json", "value": schema}
+    params["details"] = True  # the generated token count, in the non-stream answer too
     params["stream"] = call.stream
     out: dict[str, Any] = {"inputs": prompt, "parameters": params}
     if call.stream:
@@ -142,13 +190,25 @@ def _hf_request(call: Call, opts: ModelOptions, prompt: str) -> dict[str, Any]:
     return out
 
 
-def _llamacpp_request(call: Call, opts: ModelOptions, prompt: str) -> dict[str, Any]:
-    t = tuning(call.body, opts)
+def _llamacpp_request(
+    call: Call, body: dict[str, Any], opts: ModelOptions, prompt: Any, special: bool
+) -> dict[str, Any]:
+    t = tuning(body, opts)
     out: dict[str, Any] = {"prompt": prompt}
     if "max_tokens" in t:
         out["n_predict"] = t.pop("max_tokens")
     out.update(t)
-    out.update(sampling_extras(call.body))
+    stop = stop_list(body)
+    if stop is not None:
+        out["stop"] = stop
+    if special:
+        out.update(penalties(body, ("seed", "frequency_penalty", "presence_penalty")))
+        schema = fields.json_schema(body, fields.LLAMACPP)
+        if schema is not None:
+            out["json_schema"] = schema
+        if body.get("logit_bias"):
+            out["logit_bias"] = fields.token_bias(body["logit_bias"])
+        out.update(fields.natives(call, fields.LLAMACPP))
     out["stream"] = call.stream
     out["cache_prompt"] = True
     return out
@@ -178,7 +238,8 @@ def _parse_hf(call: Call, obj: Any) -> tuple[str, str, Usage]:
     generated = item.get("generated_text")
     if not isinstance(generated, str):
         raise ResponseError("response data is empty from llama2 endpoint")
-    text = _after_inst(generated)
+    stops = fields.stops(call.body)
+    text = _after_inst(fields.cut_stop(generated, stops) if stops else generated)
     details = item.get("details")
     if not isinstance(details, dict):
         details = {}
@@ -219,10 +280,20 @@ class RawAdapter(Adapter):
     format = "raw"
 
     def build(self, call: Call, opts: ModelOptions) -> dict[str, Any]:
+        llamacpp = opts.raw_flavor == "llamacpp"
+        body = fields.effective_body(call)
+        special = fields.special(call)
+        if special:
+            profile = fields.LLAMACPP if llamacpp else fields.TGI
+            fields.refuse(body, profile)
+            untemplated = call.route_type != CHAT and opts.chat_template != "kong"
+            suffix = fields.native_fields(call, FMT, untemplated).get("suffix")
+            if suffix:
+                raise TransformError(fields.reason("suffix", suffix, profile))
         prompt = build_prompt(call, opts)
-        if opts.raw_flavor == "llamacpp":
-            return _llamacpp_request(call, opts, prompt)
-        return _hf_request(call, opts, prompt)
+        if llamacpp:
+            return _llamacpp_request(call, body, opts, prompt, special)
+        return _hf_request(call, body, opts, prompt, special)
 
     def parse(self, call: Call, opts: ModelOptions, body: bytes) -> Parsed:
         try:
@@ -254,20 +325,26 @@ class RawAdapter(Adapter):
 class TGIDecoder(TranslatingDecoder):
     """TGI `/generate_stream` (and `/` with stream): `data:{"token":{"text","special"},
     "generated_text":null}` per token; the last event also has `generated_text` and
-    `details`; no [DONE]."""
+    `details`; no [DONE].
+
+    TGI streams the stop sequence that ended generation; with stops in the request the
+    end of the text that could begin one is held back until the next token shows it
+    does not, and a stop the answer ends with is dropped."""
 
     def __init__(self, call: Call) -> None:
         super().__init__(call, SSESplitter())
+        stops = fields.stops(call.body)
+        self._stops = fields.StopFilter(stops) if stops else None
 
     def _frame(self, frame: bytes, out: list[bytes]) -> None:
         if frame == b"[DONE]":  # not sent by TGI; tolerated from look-alikes
+            self._release(out)
             self._final("stop", self._estimated_usage(), out)
             return
         try:
             obj = loads(frame)
         except JSONDecodeError:
-            self._fail("failed to decode llama2 stream event", out)
-            return
+            obj = None
         if not isinstance(obj, dict):
             self._fail("failed to decode llama2 stream event", out)
             return
@@ -278,13 +355,18 @@ class TGIDecoder(TranslatingDecoder):
         if isinstance(token, dict) and not token.get("special"):
             text = token.get("text")
             if isinstance(text, str):
-                self._text(text, out)
+                self._text(self._stops.feed(text) if self._stops else text, out)
         if obj.get("generated_text") is not None:
+            self._release(out)
             details = obj.get("details")
             if not isinstance(details, dict):
                 details = {}
             reason = "length" if details.get("finish_reason") == "length" else "stop"
             self._final(reason, _tgi_usage(self.call, details, self.completion_text_len), out)
+
+    def _release(self, out: list[bytes]) -> None:
+        if self._stops:
+            self._text(self._stops.end(), out)
 
 
 class _LlamaCppSSE(SSESplitter):
@@ -311,8 +393,7 @@ class LlamaCppDecoder(TranslatingDecoder):
         try:
             obj = loads(frame)
         except JSONDecodeError:
-            self._fail("failed to decode llama.cpp stream event", out)
-            return
+            obj = None
         if not isinstance(obj, dict):
             self._fail("failed to decode llama.cpp stream event", out)
             return

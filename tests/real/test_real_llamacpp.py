@@ -98,7 +98,11 @@ async def test_raw_prompt_is_the_models_own_template(llama_server, tap, gateway,
 
         direct = await complete(http, llama_server, expected_prompt, 6)
         assert got["object"] == "chat.completion"
-        assert got["choices"][0]["message"] == {"role": "assistant", "content": direct["content"]}
+        assert got["choices"][0]["message"] == {
+            "role": "assistant",
+            "content": direct["content"],
+            "refusal": None,
+        }
         assert got["choices"][0]["finish_reason"] == "length" and direct["stop_type"] == "limit"
         assert got["usage"] == {
             "prompt_tokens": direct["tokens_evaluated"],
