@@ -166,7 +166,7 @@ def test_build_native_options_top_level_hints_and_keep_alive_left_out() -> None:
 CHAT_BODY = (
     b'{"id":"chatcmpl-upstream","object":"chat.completion","created":1715000000,'
     b'"model":"llama-3-8b","system_fingerprint":"b3000","choices":[{"index":0,'
-    b'"message":{"role":"assistant","content":"Hello!"},"logprobs":null,'
+    b'"message":{"role":"assistant","content":"Hello!","refusal":null},"logprobs":null,'
     b'"finish_reason":"stop"}],"usage":{"prompt_tokens":9, "completion_tokens":3,'
     b' "total_tokens":12}}'
 )
@@ -185,10 +185,44 @@ def test_parse_reported_total_is_kept() -> None:
 
 
 def test_parse_without_usage_is_estimated() -> None:
-    body = b'{"choices":[{"index":0,"text":"12345678","finish_reason":"stop"}]}'
+    body = b'{"choices":[{"index":0,"text":"12345678","logprobs":null,"finish_reason":"stop"}]}'
     parsed = ADAPTER.parse(call({"prompt": "1234"}, COMPLETIONS), opts(), body)
     assert parsed.body == body
     assert parsed.usage == Usage(1, 2, 3, estimated=True)
+
+
+@pytest.mark.parametrize(
+    ("route_type", "body", "completed"),
+    [
+        # llama.cpp's /v1 layer: no logprobs, no refusal
+        (
+            CHAT,
+            b'{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},'
+            b'"finish_reason":"stop"}]}',
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Hi", "refusal": None},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ]
+            },
+        ),
+        (
+            COMPLETIONS,
+            b'{"choices":[{"index":0,"text":"Hi","finish_reason":"stop"}]}',
+            {"choices": [{"index": 0, "text": "Hi", "finish_reason": "stop", "logprobs": None}]},
+        ),
+    ],
+)
+def test_parse_completes_fields_the_schema_requires(
+    route_type: str, body: bytes, completed: dict[str, Any]
+) -> None:
+    """OpenAI layers that leave out required-but-nullable fields get them as null."""
+    parsed = ADAPTER.parse(call({}, route_type), opts(), body)
+    assert loads(parsed.body) == completed
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 Nothing is translated: the request is the client's with the gateway's tuning and model
 (every field passes, top_k and native sampling names included), the answer is passed
-through byte for byte and streams event by event. Usage for the metrics is read on the
-way.
+through byte for byte (unless it lacks a field OpenAI's schema requires, which is then
+set to null) and streams event by event. Usage for the metrics is read on the way.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import CHAT, ModelOptions
 from ..framing import SSESplitter
-from ..jsonutil import JSONDecodeError, loads
+from ..jsonutil import JSONDecodeError, dumps, loads
 from . import fields
 from .base import Adapter, Call, Parsed, ResponseError, Usage
 from .common import (
@@ -65,7 +65,9 @@ class OpenAIAdapter(Adapter):
         if usage is None:
             usage = estimated_usage(call, _choice_text_len(obj["choices"]))
         model = obj.get("model")
-        return Parsed(body, usage, model if isinstance(model, str) else None)
+        if _complete(obj["choices"], call.route_type == CHAT):
+            return Parsed(body, usage, model if isinstance(model, str) else None)
+        return Parsed(dumps(obj), usage, model if isinstance(model, str) else None)
 
     def decoder(self, call: Call, opts: ModelOptions) -> OpenAIDecoder:
         return OpenAIDecoder(call)
@@ -80,6 +82,27 @@ def _natives(call: Call, out: dict[str, Any]) -> None:
     untemplated = call.route_type != CHAT
     for key, value in fields.native_fields(call, FMT, untemplated).items():
         out.setdefault(key, value)  # suffix: an OpenAI completions field
+
+
+def _complete(choices: list[Any], chat: bool) -> bool:
+    """Whether every choice has the fields OpenAI's schema requires even when null
+    (`logprobs`; chat: `message.refusal`); the ones missing are set to null in place.
+
+    llama.cpp's and Ollama's OpenAI layers leave them out, and clients generated from
+    the schema in typed languages reject such answers. A complete answer still goes
+    to the client byte for byte."""
+    complete = True
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        if "logprobs" not in choice:
+            choice["logprobs"] = None
+            complete = False
+        message = choice.get("message") if chat else None
+        if isinstance(message, dict) and "refusal" not in message:
+            message["refusal"] = None
+            complete = False
+    return complete
 
 
 def _choice_text_len(choices: list[Any]) -> int:
