@@ -50,6 +50,7 @@ class Attempt:
     sent_at: float = 0.0
     headers_at: float = 0.0
     passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
+    passthrough_raw: bytes = b""  # its body as the upstream sent it (for the access log)
     picked: TargetState | None = None  # the pick not yet reported (see `_report`)
 
 
@@ -270,6 +271,7 @@ class Gateway:
             raise GatewayError(503, errors.no_healthy_targets(route.name), headers)
         if att.passthrough is not None:  # the last attempt's upstream answer
             rec.answered_by_upstream = True
+            rec.response_body = att.passthrough_raw
             return att.passthrough
         if failure.is_timeout:
             message, status = errors.upstream_timed_out(target.name), 504
@@ -384,7 +386,7 @@ class Gateway:
         else:
             self._report(route, att, failure.outcome())
         if retry:
-            att.passthrough = answer
+            att.passthrough, att.passthrough_raw = answer, data
             return failure
         rec = att.rec
         rec.answered_by_upstream = True

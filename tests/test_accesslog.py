@@ -87,3 +87,31 @@ async def test_secrets_never_in_metrics_status_or_access_log(upstream, gateway, 
     for text in texts:
         assert SECRET not in text and PARAM_SECRET not in text
     assert len(buf.getvalue().splitlines()) == 2
+
+
+async def test_reshaped_upstream_error_keeps_the_upstream_bytes_in_the_log(
+    upstream, gateway, http
+) -> None:
+    """The client gets OpenAI's error shape; the access log keeps what the upstream said,
+    also when the answer is a pass-through kept while the route failed over."""
+    buf = capture()
+    up = await upstream("ollama", models=("llama2",))
+    logged = {"log_statistics": True, "log_payloads": True}
+    once = target(up, "/api/chat", name=None, logging=logged)
+    gw = await gateway(
+        route(once, name="once"),
+        route(
+            target(up, "/api/chat", name=None, logging=logged),
+            target(up, "/api/chat", name=None, logging=logged),
+            path="/twice",
+            name="twice",
+            balancer={"failover_criteria": ["error", "http_404"], "retries": 1},
+        ),
+    )
+    for path, attempts in (("/chat", 1), ("/twice", 2)):
+        async with http.post(url(gw, path), json={"model": "nope", "messages": CHAT}) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["message"] == "model 'nope' not found"
+            assert r.headers["X-Gateway-Attempts"] == str(attempts)
+        entry = json.loads(buf.getvalue().splitlines()[-1])
+        assert entry["ai"]["proxy"]["payload"]["response"] == '{"error":"model \'nope\' not found"}'
