@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from balancers import Balancer, PickContext, TargetState
 
 from . import errors
-from .config.schema import QueueConfig
+from .config.schema import PRIORITY_RANGE, QueueConfig
 from .errors import GatewayError
 
 KICK = 0.25  # seconds: re-check waiters while any wait (breakers reopening, load signals)
@@ -169,3 +169,21 @@ class Admission:
         if self._kick is not None:
             self._kick.cancel()
             self._kick = None
+
+
+def priority_of(headers: Mapping[str, str], queue: QueueConfig | None) -> int:
+    """The request's queue priority (higher first); 400 when the header is not a small
+    integer. 0 without the header or without a queue."""
+    if queue is None:
+        return 0
+    raw = headers.get(queue.priority_header)
+    if raw is None:
+        return 0
+    lo, hi = PRIORITY_RANGE
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = hi + 1
+    if not lo <= value <= hi:
+        raise GatewayError(400, errors.bad_priority(queue.priority_header, lo, hi))
+    return value
