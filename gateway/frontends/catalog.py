@@ -106,6 +106,17 @@ class Catalog:
                     add(ModelEntry(name, r, rt, s.name, name in loaded))
         return out
 
+    def unique(self, entries: list[ModelEntry] | None = None) -> list[ModelEntry]:
+        """`entries` (default: all) once per model id, whichever route types serve it:
+        what a listing shows."""
+        seen: set[str] = set()
+        out = []
+        for e in self.entries() if entries is None else entries:
+            if e.id not in seen:
+                seen.add(e.id)
+                out.append(e)
+        return out
+
     def names(self, route_type: str | None = None) -> list[str]:
         """Distinct model ids, sorted (for "not found" messages)."""
         return sorted({e.id for e in self.entries(route_type)})

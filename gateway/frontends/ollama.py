@@ -243,24 +243,15 @@ class OllamaFront:
             "details": _details(),
         }
 
-    def _unique(self, entries: list[ModelEntry]) -> list[ModelEntry]:
-        seen: set[str] = set()
-        out = []
-        for e in entries:
-            if e.id not in seen:
-                seen.add(e.id)
-                out.append(e)
-        return out
-
     async def tags(self, request: web.Request) -> web.Response:
-        models = [self._model(e) for e in self._unique(self.catalog.entries())]
+        models = [self._model(e) for e in self.catalog.unique()]
         return web.Response(body=dumps({"models": models}), content_type=JSON)
 
     async def ps(self, request: web.Request) -> web.Response:
         """Models in memory as discovery saw them, and configured models (a configured
         name is served by a target that is up; its server's memory is not known)."""
         models = []
-        for e in self._unique(self.catalog.entries()):
+        for e in self.catalog.unique():
             if e.loaded is False:
                 continue
             if e.loaded is None and not any(t.state.healthy for t in e.route.targets):

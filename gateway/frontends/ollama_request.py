@@ -13,20 +13,12 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from ..adapters.fields import OPENAI_NAMED
 from ..config import CHAT, COMPLETIONS, EMBEDDINGS
 from ..jsonutil import dumps
 
-# Ollama option → OpenAI request field.
-_OPTION_FIELDS = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "seed": "seed",
-    "stop": "stop",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-}
+# Ollama option → OpenAI request field: one table with the adapters'.
+_OPTION_FIELDS = OPENAI_NAMED
 # Top-level Ollama keys with no OpenAI field (the adapters decide).
 _NATIVE = ("keep_alive", "think", "system", "template", "raw", "context", "images")
 _IMAGE_TYPES = (

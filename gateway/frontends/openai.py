@@ -51,12 +51,7 @@ def model_object(entry: ModelEntry, created: int) -> dict[str, Any]:
 
 
 def model_list(entries: list[ModelEntry], created: int) -> web.Response:
-    seen: set[str] = set()
-    data = []
-    for e in entries:  # one entry per id, whichever route types serve it
-        if e.id not in seen:
-            seen.add(e.id)
-            data.append(model_object(e, created))
+    data = [model_object(e, created) for e in entries]
     return web.Response(body=dumps({"object": "list", "data": data}), content_type=JSON)
 
 
@@ -118,7 +113,7 @@ class OpenAIFront:
     async def list_models(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
             return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
-        return model_list(self.catalog.entries(), self.created)
+        return model_list(self.catalog.unique(), self.created)
 
     async def get_model(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
@@ -149,4 +144,4 @@ def sibling_lists(routes: list[Route], taken: set[str]) -> dict[str, Route]:
 
 
 def route_models(route: Route, catalog: Catalog, created: int) -> web.Response:
-    return model_list([e for e in catalog.entries() if e.route is route], created)
+    return model_list(catalog.unique([e for e in catalog.entries() if e.route is route]), created)
