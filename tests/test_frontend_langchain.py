@@ -8,11 +8,11 @@ import json
 from typing import Any
 
 import httpx
+from canned import ollama_tool_answer
 from helpers import route, target, url
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
-from gateway.jsonutil import dumps
 from gateway.server import GatewayServer
 from gateway.sim import Behaviour, FakeUpstream
 
@@ -67,23 +67,7 @@ async def test_invoke_with_max_tokens(upstream, gateway) -> None:
 
 
 async def test_bind_tools(upstream, gateway) -> None:
-    tool_answer = dumps(
-        {
-            "model": "llama2",
-            "created_at": "2025-01-01T00:00:00.000000Z",
-            "message": {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-                ],
-            },
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 12,
-            "eval_count": 5,
-        }
-    )
+    tool_answer = ollama_tool_answer()
     # The fake has no model to decide on a tool call: it answers what Ollama sends for one.
     up, gw = await setup(upstream, gateway, behaviour=Behaviour(status=200, error_body=tool_answer))
     llm = chat_model(gw).bind_tools([get_weather])

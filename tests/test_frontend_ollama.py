@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import ollama
 import pytest
+from canned import ollama_tool_answer, openai_tool_answer
 from helpers import route, target, url
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -476,55 +477,6 @@ async def test_embed_options_and_hints(upstream, gateway, client, kind: str) -> 
 
 
 # ------------------------------------------------------------------ tools and images
-
-
-def ollama_tool_answer(arguments: dict[str, Any]) -> bytes:
-    """What an Ollama server answers when the model calls a tool (the fake has no
-    model to decide that: it is told to answer this body)."""
-    return dumps(
-        {
-            "model": "llama2",
-            "created_at": "2025-01-01T00:00:00.000000Z",
-            "message": {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [{"function": {"name": "get_weather", "arguments": arguments}}],
-            },
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 12,
-            "eval_count": 5,
-        }
-    )
-
-
-def openai_tool_answer(arguments: str) -> bytes:
-    return dumps(
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "llama2",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": "call_abc",
-                                "type": "function",
-                                "function": {"name": "get_weather", "arguments": arguments},
-                            }
-                        ],
-                    },
-                    "finish_reason": "tool_calls",
-                }
-            ],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
-        }
-    )
 
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])

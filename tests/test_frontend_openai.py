@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from canned import ollama_tool_answer, openai_tool_answer
 from helpers import read_sdk_stream, route, target, url
 from pydantic import BaseModel
 
-from gateway.jsonutil import dumps
 from gateway.server import GatewayServer
 from gateway.sim import Behaviour, FakeUpstream
 from gateway.sim.embed import vector
@@ -261,58 +261,6 @@ async def test_max_completion_tokens_in_each_dialect(upstream, gateway, sdk) -> 
     for up in (oll, cpp, tgi):
         assert len(up.generation_requests()) == 1
         assert b"max_completion_tokens" not in up.generation_requests()[0].body
-
-
-def ollama_tool_answer() -> bytes:
-    return dumps(
-        {
-            "model": "llama2",
-            "created_at": "2025-01-01T00:00:00.000000Z",
-            "message": {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-                ],
-            },
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 12,
-            "eval_count": 5,
-        }
-    )
-
-
-def openai_tool_answer() -> bytes:
-    return dumps(
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "llama2",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": "call_abc",
-                                "type": "function",
-                                "function": {
-                                    "name": "get_weather",
-                                    "arguments": '{"city": "Paris"}',
-                                },
-                            }
-                        ],
-                    },
-                    "finish_reason": "tool_calls",
-                }
-            ],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
-        }
-    )
 
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
