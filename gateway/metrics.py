@@ -206,6 +206,14 @@ class Metrics:
             ("route", "reason"),
             registry=reg,
         )
+        self.frontend_rejected = Counter(
+            PREFIX + "frontend_rejected",
+            "Front-door requests answered before any route was chosen, by reason: "
+            "unknown_model, unsupported (another route type serves it), bad_request, "
+            "too_large, method.",
+            ("frontend", "reason"),
+            registry=reg,
+        )
         self.kong_requests = Counter(
             "kong_ai_llm_requests",
             "AI requests total per ai_model in Kong",
@@ -352,6 +360,16 @@ class Metrics:
             if isinstance(c.kong_cost, tuple):
                 c.kong_cost = self.kong_cost.labels(*c.kong_cost)
             c.kong_cost.inc(cost)
+
+    def frontend_rejection(self, frontend: str) -> Callable[[str], None]:
+        """The counter a front door calls with the reason of each request it refuses
+        (these never reach a route, so the route series do not see them)."""
+        family = self.frontend_rejected
+
+        def count(reason: str) -> None:
+            family.labels(frontend, reason).inc()
+
+        return count
 
     def exposition(self) -> bytes:
         return render(self.registry)

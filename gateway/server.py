@@ -70,6 +70,7 @@ class GatewayServer:
         largest = 0 if 0 in limits else max(limits)
         app = web.Application(client_max_size=largest + 1 if largest else 0)
         for front in self._fronts(largest):
+            front.rejected = self.metrics.frontend_rejection(front.name)
             app.router.add_routes(front.routes())
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         return app

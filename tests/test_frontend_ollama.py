@@ -760,7 +760,7 @@ async def test_unknown_model_is_ollamas_404(upstream, gateway, client, http) -> 
     assert up.generation_requests() == []
 
 
-async def test_a_model_of_another_route_type(upstream, gateway, client) -> None:
+async def test_a_model_of_another_route_type(upstream, gateway, client, http) -> None:
     """A model only an embeddings route serves is not "not found" for chat (it is in
     /api/tags): Ollama's 400 says what it cannot do; the 404s list only what could."""
     up = await upstream("ollama", models=("llama2", "nomic"))
@@ -797,6 +797,13 @@ async def test_a_model_of_another_route_type(upstream, gateway, client) -> None:
     assert exc.value.error == "model 'gemma' not found; available: llama2"
     assert (await c.embed(model="nomic", input="Hi")).embeddings
     assert len(up.generation_requests()) == 1
+    # Refusals never reach a route, so they have their own series.
+    async with http.get(f"http://127.0.0.1:{gw.status_port}/metrics") as r:
+        text = await r.text()
+    rejected = "llama_gateway_frontend_rejected_total"
+    assert metric(text, rejected, frontend="ollama", reason="unsupported") == 3
+    assert metric(text, rejected, frontend="ollama", reason="unknown_model") == 2
+    assert metric(text, rejected, frontend="openai") == 0
 
 
 @pytest.mark.parametrize(

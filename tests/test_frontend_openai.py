@@ -13,6 +13,7 @@ import openai
 import pytest
 from canned import ollama_tool_answer, openai_tool_answer
 from helpers import read_sdk_stream, route, target, url
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from gateway.server import GatewayServer
@@ -230,6 +231,15 @@ async def test_unknown_model_is_openais_404(upstream, gateway, sdk, http) -> Non
         assert r.status == 400
         assert "model" in (await r.json())["error"]["message"]
     assert [len(u.generation_requests()) for u in (oll, cpp, tgi)] == [0, 0, 0]
+    async with http.get(f"http://127.0.0.1:{gw.status_port}/metrics") as r:
+        text = await r.text()
+    counts = {
+        s.labels["reason"]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "llama_gateway_frontend_rejected_total" and s.labels["frontend"] == "openai"
+    }
+    assert counts == {"unknown_model": 2, "bad_request": 1}
 
 
 async def test_405_on_get(upstream, gateway, http) -> None:

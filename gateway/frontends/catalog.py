@@ -120,3 +120,7 @@ class Catalog:
     def names(self, route_type: str | None = None) -> list[str]:
         """Distinct model ids, sorted (for "not found" messages)."""
         return sorted({e.id for e in self.entries(route_type)})
+
+
+def no_count(reason: str) -> None:
+    """A front door's rejection counter until the server wires in the metrics."""

@@ -24,7 +24,7 @@ from ..intake import read_body
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from . import ollama_request as req
-from .catalog import Catalog, ModelEntry, _twin
+from .catalog import Catalog, ModelEntry, _twin, no_count
 from .ollama_response import (
     NDJSONStream,
     Timing,
@@ -111,6 +111,8 @@ def _details() -> dict[str, Any]:
 
 
 class OllamaFront:
+    name = "ollama"  # the `frontend` metric label
+
     def __init__(
         self,
         prefix: str,
@@ -126,6 +128,7 @@ class OllamaFront:
         self.body_limit = body_limit
         self.modified_at = created_at(started)
         self.root = root  # serve `{prefix}/` ("Ollama is running"): no route path there
+        self.rejected: Callable[[str], None] = no_count  # counts refusals by reason
 
     def routes(self) -> list[web.RouteDef]:
         p = self.prefix + "/api"
@@ -148,20 +151,24 @@ class OllamaFront:
     def _post(self, handler: Callable[[web.Request, dict[str, Any], bytes], Any]) -> Any:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if request.method != "POST":
+                self.rejected("method")
                 return ollama_error(405, errors.method_not_allowed(request.method))
             try:
                 raw = await read_body(request, self.body_limit)
             except GatewayError as exc:
+                self.rejected("too_large")
                 return ollama_error(exc.status, exc.message)
             try:
                 obj = loads(raw) if raw else None
             except JSONDecodeError:
                 obj = None
             if not isinstance(obj, dict):
+                self.rejected("bad_request")
                 return ollama_error(400, "invalid JSON body: expected an object")
             try:
                 resp: web.StreamResponse = await handler(request, obj, raw)
             except req.BadRequest as exc:
+                self.rejected("bad_request")
                 return ollama_error(400, str(exc))
             return resp
 
@@ -170,6 +177,7 @@ class OllamaFront:
     def _get(self, handler: Callable[[web.Request], Any]) -> Any:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if request.method not in ("GET", "HEAD"):
+                self.rejected("method")
                 return ollama_error(405, errors.method_not_allowed(request.method))
             resp: web.StreamResponse = await handler(request)
             return resp
@@ -187,7 +195,9 @@ class OllamaFront:
             names = sorted({n for rt in types for n in self.catalog.names(rt)})
             elsewhere = set(self.catalog.names()) - set(names)
             if model in elsewhere or _twin(model) in elsewhere:
+                self.rejected("unsupported")
                 return ollama_error(400, f"{dumps(model).decode()} does not support {kind}")
+        self.rejected("unknown_model")
         listed = ", ".join(names) if names else "none"
         return ollama_error(404, f"model '{model}' not found; available: {listed}")
 

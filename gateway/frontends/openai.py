@@ -21,7 +21,7 @@ from ..errors import GatewayError
 from ..intake import read_body
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
-from .catalog import Catalog, ModelEntry
+from .catalog import Catalog, ModelEntry, no_count
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -56,6 +56,8 @@ def model_list(entries: list[ModelEntry], created: int) -> web.Response:
 
 
 class OpenAIFront:
+    name = "openai"  # the `frontend` metric label
+
     def __init__(
         self,
         prefix: str,
@@ -69,6 +71,7 @@ class OpenAIFront:
         self._gateway = gateway  # set when the server starts
         self.body_limit = body_limit  # the largest route limit (each route checks its own)
         self.created = created
+        self.rejected: Callable[[str], None] = no_count  # counts refusals by reason
 
     def routes(self) -> list[web.RouteDef]:
         out = [
@@ -88,23 +91,28 @@ class OpenAIFront:
 
     async def dispatch(self, request: web.Request, route_type: str) -> web.StreamResponse:
         if request.method != "POST":
+            self.rejected("method")
             return OPENAI.error(405, errors.method_not_allowed(request.method), _ALLOWED)
         try:
             raw = await read_body(request, self.body_limit)
         except GatewayError as exc:
+            self.rejected("too_large")
             return OPENAI.error(exc.status, exc.message)
         try:
             body = loads(raw) if raw else None
         except JSONDecodeError:
             body = None
         if not isinstance(body, dict):
+            self.rejected("bad_request")
             no_valid = errors.NO_INPUT if route_type == EMBEDDINGS else errors.NO_PROMPTS
             return OPENAI.error(400, no_valid)
         model = body.get("model")
         route, name = self.catalog.route_for(route_type, model)
         if route is None:
             if model is None or model == "":
+                self.rejected("bad_request")
                 return OPENAI.error(400, errors.NO_MODEL)
+            self.rejected("unknown_model")
             return model_not_found(model, self.catalog.names(route_type))
         if name is not None and name != model:
             body["model"] = name  # `x` for `x:latest`: the name the route knows
@@ -123,6 +131,7 @@ class OpenAIFront:
             if e.id == model:
                 body = dumps(model_object(e, self.created))
                 return web.Response(body=body, content_type=JSON)
+        self.rejected("unknown_model")
         return model_not_found(model, self.catalog.names())
 
 
