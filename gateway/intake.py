@@ -15,16 +15,27 @@ from .jsonutil import JSONDecodeError, loads
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it is known to exceed `limit` (0 = none)."""
-    if limit and request.content_length is not None and request.content_length > limit:
+    """The whole body, or 413 as soon as it is known to exceed `limit` (0 = none).
+
+    The limit is the route's own (it may change on a reload), so it is enforced here
+    while reading rather than by the application-wide `client_max_size`."""
+    length = request.content_length
+    if limit and length is not None and length > limit:
         raise GatewayError(413, errors.BODY_TOO_LARGE)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise GatewayError(413, errors.BODY_TOO_LARGE) from None
-    if limit and len(raw) > limit:
-        raise GatewayError(413, errors.BODY_TOO_LARGE)
-    return raw
+    if not limit or length is not None:
+        # Content-Length is within the limit and the parser stops at it.
+        return await request.read()
+    chunks: list[bytes] = []
+    size = 0
+    content = request.content
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, errors.BODY_TOO_LARGE)
+        chunks.append(chunk)
 
 
 def _is_prompt(value: Any) -> bool:

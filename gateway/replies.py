@@ -3,12 +3,15 @@ and the Kong and gateway response headers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .errors import error_body
+
+# What a path resolves to (front doors register theirs by exact path).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 if TYPE_CHECKING:
     from .adapters.base import Call

@@ -7,7 +7,7 @@ dicts, no URL parsing, no string building that could be done in advance.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from yarl import URL
@@ -22,6 +22,7 @@ from .admission import Admission
 from .config import RouteConfig, TargetConfig
 from .discovery import INTERVAL as DISCOVERY_INTERVAL
 from .discovery import kind_of, model_choice
+from .events import circuit_hook
 from .failure import timeouts
 from .http1 import Origin, Timeouts
 from .outbound import RequestTemplate, origin_of
@@ -41,19 +42,21 @@ class Target:
         return self.cfg.name
 
 
-def _make_target(cfg: TargetConfig, index: int) -> Target:
+def _make_target(cfg: TargetConfig, index: int, state: TargetState | None = None) -> Target:
     url = URL(cfg.options.upstream_url.url)
     origin = origin_of(url)
-    return Target(
-        cfg=cfg,
-        state=TargetState(
+    if state is None:
+        state = TargetState(
             index=index,
             name=cfg.name,
             weight=cfg.weight,
             # `auto` starts at one slot until discovery has read the server's count:
             # never more in flight than the server may take.
             capacity=1 if cfg.auto_concurrency else cfg.max_concurrency,
-        ),
+        )
+    return Target(
+        cfg=cfg,
+        state=state,
         adapter=get_adapter(cfg.options.llama2_format, cfg.route_type),
         origin=origin,
         request=RequestTemplate(url, origin, cfg.auth),
@@ -121,8 +124,12 @@ def _balancer_options(cfg: RouteConfig) -> BalancerOptions:
     )
 
 
-def build_route(cfg: RouteConfig, clock: Clock) -> Route:
-    targets = [_make_target(t, i) for i, t in enumerate(cfg.targets)]
+def build_route(
+    cfg: RouteConfig, clock: Clock, kept: Mapping[int, TargetState] | None = None
+) -> Route:
+    """The runtime route; `kept` are live states a reload carries over, by position."""
+    carried = kept or {}
+    targets = [_make_target(t, i, carried.get(i)) for i, t in enumerate(cfg.targets)]
     states = [t.state for t in targets]
     route = Route(
         cfg=cfg,
@@ -131,6 +138,8 @@ def build_route(cfg: RouteConfig, clock: Clock) -> Route:
         timeout=timeouts(cfg.balancer),
         secrets=cfg.secrets(),
     )
+    # Breaker transitions become log events; nothing runs while the state holds.
+    route.balancer.breaker.on_change = circuit_hook(cfg.name, route.balancer.options.fail_timeout)
     if route.balancer.limited:  # a target has a capacity (`auto` starts at 1)
         route.admission = Admission(cfg.name, route.balancer, cfg.balancer.queue, clock)
     names: set[str] = set()

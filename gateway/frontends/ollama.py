@@ -23,6 +23,7 @@ from ..errors import GatewayError
 from ..intake import read_body
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
+from ..replies import Handler
 from . import ollama_request as req
 from .catalog import Catalog, ModelEntry, _twin, no_count
 from .ollama_response import (
@@ -130,25 +131,25 @@ class OllamaFront:
         self.root = root  # serve `{prefix}/` ("Ollama is running"): no route path there
         self.rejected: Callable[[str], None] = no_count  # counts refusals by reason
 
-    def routes(self) -> list[web.RouteDef]:
+    def paths(self) -> dict[str, Handler]:
         p = self.prefix + "/api"
-        out = [
-            web.route("*", p + "/chat", self._post(self.chat)),
-            web.route("*", p + "/generate", self._post(self.generate)),
-            web.route("*", p + "/embed", self._post(self.embed)),
-            web.route("*", p + "/embeddings", self._post(self.embeddings)),
-            web.route("*", p + "/show", self._post(self.show)),
-            web.route("*", p + "/tags", self._get(self.tags)),
-            web.route("*", p + "/ps", self._get(self.ps)),
-            web.route("*", p + "/version", self._get(self.version)),
-        ]
+        out: dict[str, Handler] = {
+            p + "/chat": self._post(self.chat),
+            p + "/generate": self._post(self.generate),
+            p + "/embed": self._post(self.embed),
+            p + "/embeddings": self._post(self.embeddings),
+            p + "/show": self._post(self.show),
+            p + "/tags": self._get(self.tags),
+            p + "/ps": self._get(self.ps),
+            p + "/version": self._get(self.version),
+        }
         if self.root:
-            out.append(web.route("*", self.prefix + "/", self._get(self.running)))
+            out[self.prefix + "/"] = self._get(self.running)
         return out
 
     # ------------------------------------------------------------------ plumbing
 
-    def _post(self, handler: Callable[[web.Request, dict[str, Any], bytes], Any]) -> Any:
+    def _post(self, handler: Callable[[web.Request, dict[str, Any], bytes], Any]) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if request.method != "POST":
                 self.rejected("method")
@@ -174,7 +175,7 @@ class OllamaFront:
 
         return wrapped
 
-    def _get(self, handler: Callable[[web.Request], Any]) -> Any:
+    def _get(self, handler: Callable[[web.Request], Any]) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if request.method not in ("GET", "HEAD"):
                 self.rejected("method")

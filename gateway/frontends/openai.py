@@ -21,6 +21,7 @@ from ..errors import GatewayError
 from ..intake import read_body
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
+from ..replies import Handler
 from .catalog import Catalog, ModelEntry, no_count
 
 if TYPE_CHECKING:
@@ -73,17 +74,21 @@ class OpenAIFront:
         self.created = created
         self.rejected: Callable[[str], None] = no_count  # counts refusals by reason
 
-    def routes(self) -> list[web.RouteDef]:
-        out = [
-            web.route("*", self.prefix + path, self._endpoint(route_type))
+    def paths(self) -> dict[str, Handler]:
+        """Exact path → handler; `{prefix}/models/{id}` is `model_path` (see `get_model`)."""
+        out: dict[str, Handler] = {
+            self.prefix + path: self._endpoint(route_type)
             for path, route_type in ENDPOINTS.items()
             if route_type in self.catalog.route_types()
-        ]
-        out.append(web.route("*", self.prefix + "/models", self.list_models))
-        out.append(web.route("*", self.prefix + "/models/{model:.+}", self.get_model))
+        }
+        out[self.prefix + "/models"] = self.list_models
         return out
 
-    def _endpoint(self, route_type: str) -> Callable[[web.Request], Any]:
+    @property
+    def model_path(self) -> str:
+        return self.prefix + "/models/"
+
+    def _endpoint(self, route_type: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             return await self.dispatch(request, route_type)
 
@@ -126,7 +131,9 @@ class OpenAIFront:
     async def get_model(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
             return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
-        model = request.match_info["model"]
+        model = request.path[len(self.model_path) :]
+        if not model:
+            return await self.list_models(request)  # `{prefix}/models/`
         for e in self.catalog.entries():
             if e.id == model:
                 body = dumps(model_object(e, self.created))
