@@ -65,8 +65,7 @@ def validator(api_version: str, kind: str) -> Draft7Validator:
 
 
 def problems(obj: dict[str, Any]) -> list[str]:
-    key = (obj.get("apiVersion"), obj.get("kind"))
-    v = validator(*key)  # type: ignore[arg-type]
+    v = validator(str(obj.get("apiVersion")), str(obj.get("kind")))
     out = [
         f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
         for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
