@@ -11,6 +11,10 @@ Choices: a success while closed does not clear the window (failures age out of i
 one lucky request between errors does not hide a flapping target). Reports that arrive
 while open come from attempts started before it opened and are ignored. While half-open,
 the first report decides, whichever request it comes from.
+
+`on_change`, when set, is called on each transition (to open, half_open or closed) and
+never per report: whoever watches (the gateway logs them) costs nothing while the state
+stays as it is, and this package does no I/O itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from .options import BalancerOptions
 if TYPE_CHECKING:
     from .base import TargetState
 
+# (state, the new breaker state: open | half_open | closed, failures that opened it)
+Transition = Callable[["TargetState", str, int], None]
+
 
 class Breaker:
     def __init__(self, options: BalancerOptions, wall: Callable[[], float]) -> None:
@@ -30,6 +37,7 @@ class Breaker:
         self.window = options.fail_timeout
         self.trial_timeout = options.trial_timeout
         self.wall = wall
+        self.on_change: Transition | None = None
 
     def record(self, s: TargetState, failed: bool, now: float) -> None:
         if self.max_fails <= 0:
@@ -40,14 +48,16 @@ class Breaker:
         elif now < s.open_until:
             return  # open: a late report from before it opened
         elif failed:
-            self._open(s, now)
+            self._open(s, now, 1)  # the half-open trial failed
         else:
             self._close(s)
 
     def claim(self, s: TargetState, now: float) -> None:
         """The pick took a half-open target: it is the one trial; others skip it."""
-        s.breaker = "half_open"
+        before, s.breaker = s.breaker, "half_open"
         s.trial_until = now + self.trial_timeout
+        if before == "open" and self.on_change is not None:
+            self.on_change(s, "half_open", 0)
 
     def release(self, s: TargetState) -> None:
         """The trial's pick was never used: half-open again, unclaimed."""
@@ -62,18 +72,22 @@ class Breaker:
         while len(times) > self.max_fails or now - times[0] >= self.window:
             times.popleft()
         if len(times) >= self.max_fails:
-            self._open(s, now)
+            self._open(s, now, len(times))
 
-    def _open(self, s: TargetState, now: float) -> None:
+    def _open(self, s: TargetState, now: float, failures: int) -> None:
         s.breaker = "open"
         s.opens += 1
         s.open_until = now + self.window
         s.trial_until = 0.0
         s.fail_times.clear()
         s.last_change = self.wall()
+        if self.on_change is not None:
+            self.on_change(s, "open", failures)
 
     def _close(self, s: TargetState) -> None:
         s.breaker = "closed"
         s.trial_until = 0.0
         s.fail_times.clear()
         s.last_change = self.wall()
+        if self.on_change is not None:
+            self.on_change(s, "closed", 0)

@@ -79,6 +79,7 @@ class AccessLog:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.wall_started))
             + f".{int(rec.wall_started % 1 * 1000):03d}Z",
+            "request_id": rec.request_id,
             "route": rec.route.name,
             "status": rec.status,
             "outcome": rec.outcome,

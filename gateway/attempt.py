@@ -23,6 +23,7 @@ from .adapters.common import estimated_usage
 from .dialect import JSON, Dialect
 from .failure import Failure, classify, status_failure, unreadable
 from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
+from .logs import event
 from .observe import FailedAttempt, RequestRecord
 from .replies import gateway_headers, success_headers
 from .routing import Route, Target
@@ -79,7 +80,10 @@ class Attempts:
         except UpstreamError as exc:
             failure = classify(exc)
             if isinstance(exc, BodyTooLarge):
-                log.warning("target %s: response body over max_response_body", target.name)
+                event(log, "upstream.body_too_large",
+                      f"target {target.name}: response body over max_response_body",
+                      level=logging.WARNING, route=route.name, target=target.name,
+                      request_id=att.rec.request_id)  # fmt: skip
             return self._failed(route, target, failure, att)
         except AdapterBug as exc:
             return self._adapter_bug(route, target, call, att, exc)
@@ -176,13 +180,11 @@ class Attempts:
         """An adapter raised what it never should: logged, answered as our error, and
         not held against the target (no verdict for the balancer, no retry)."""
         cause = exc.__cause__ if isinstance(exc, AdapterBug) else exc
-        log.error(
-            "adapter %s failed on target %s of route %s",
-            target.adapter.format,
-            target.name,
-            route.name,
-            exc_info=cause,
-        )
+        event(log, "adapter.failed",
+              f"adapter {target.adapter.format} failed on target {target.name} of route "
+              f"{route.name}",
+              level=logging.ERROR, exc_info=cause, route=route.name, target=target.name,
+              format=target.adapter.format, request_id=att.rec.request_id)  # fmt: skip
         self._report(route, att, Outcome(ok=False))
         att.rec.outcome = observe.GATEWAY_ERROR
         text = errors.transformation_failed(call.route_type, "unexpected response shape")

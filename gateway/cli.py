@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from . import events, logs
 from .config import Config, ConfigError, load_file
+from .config._env import server_env, server_variables
 
 ENV_CONFIG = "LLAMA_GATEWAY_CONFIG"
 log = logging.getLogger("llama_gateway")
@@ -21,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="llama-gateway",
         description="Kong-compatible AI proxy for self-hosted Llama-family servers.",
     )
-    p.add_argument("--log-level", default=os.environ.get("LLAMA_GATEWAY_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", help=f"DEBUG, INFO (default), … (also ${logs.ENV_LEVEL})")
+    p.add_argument("--log-format", help=f"text (default) or json (also ${logs.ENV_FORMAT})")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -59,11 +62,11 @@ def _load(path: str) -> Config | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        logs.configure(*logs.resolve(args.log_format, args.log_level, os.environ))
+    except logs.SettingError as exc:
+        print(f"llama-gateway: {exc}", file=sys.stderr)
+        return 1
     from .accesslog import configure as configure_access_log
 
     configure_access_log()
@@ -73,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg is None:
             return 1
         n = sum(len(r.targets) for r in cfg.routes)
-        print(f"{path}: OK ({len(cfg.routes)} route(s), {n} target(s))")
+        names = server_variables()
+        set_ = ", ".join(names[k] for k in server_env(os.environ))  # e.g. a Deployment's env
+        env = f"; from the environment: {set_}" if set_ else ""
+        print(f"{path}: OK ({len(cfg.routes)} route(s), {n} target(s){env})")
         return 0
     if args.command == "serve":
         cfg = _load(_config_path(args.config))
@@ -110,21 +116,16 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
     try:
         await server.start(host, args.port, args.status_host, args.status_port)
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        events.listen_failed(str(exc))
         await server.stop()
         return 1
 
     def started() -> None:
         s = cfg.server
-        log.info(
-            "llama-gateway listening on http://%s:%d (status http://%s:%d), %d route(s)",
-            host or s.host,
-            server.port,
-            args.status_host or s.status_host,
-            server.status_port,
-            len(cfg.routes),
-        )
+        h, sh = host or s.host, args.status_host or s.status_host
+        n = sum(len(r.targets) for r in cfg.routes)
+        events.started(h, server.port, sh, server.status_port, len(cfg.routes), n)
 
     await run_until_signalled(server, started)
-    log.info("stopped")
+    events.stopped()
     return 0

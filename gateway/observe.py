@@ -40,6 +40,7 @@ class RequestRecord:
     route: Route
     started: float  # monotonic
     wall_started: float
+    request_id: str = ""  # X-Request-Id: the client's when sane, else ours (requestid.py)
     stream: bool = False
     body_size: int = 0
     status: int = 0

@@ -43,6 +43,8 @@ _NOT_FORWARDED = frozenset(
         b"digest",
         b"content-digest",
         b"repr-digest",
+        # Ours: the request's id (the client's when sane, see requestid.py) is added.
+        b"x-request-id",
     }
 )
 
@@ -125,10 +127,12 @@ class RequestTemplate:
         query: MultiMapping[str],
         body: bytes,
         drop: frozenset[bytes] | None = None,
+        request_id: bytes = b"",
     ) -> bytes:
         """The whole upstream request: client fields (repeated ones kept) minus the
-        ones we must not forward, our fields, then the body. `headers` are raw field
-        pairs the server already checked (no CR, LF or NUL)."""
+        ones we must not forward, our fields (`request_id`: the whole X-Request-Id
+        line), then the body. `headers` are raw field pairs the server already checked
+        (no CR, LF or NUL)."""
         if drop is None:
             drop = self.drop
         auth = self.auth
@@ -156,8 +160,10 @@ class RequestTemplate:
         named -= drop
         named.discard(b"close")
         if named:  # rare: build again without them
-            return self.build(headers, query, body, drop | named)
+            return self.build(headers, query, body, drop | named, request_id)
         parts.append(self.fixed_fields)
+        if request_id:
+            parts.append(request_id)
         if self.auth_field is not None and not client_has_auth:
             parts.append(self.auth_field)
         parts.append(b"Content-Length: %d\r\n\r\n" % len(body))

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from balancers import Outcome, PickContext, TargetState
 
-from . import errors, observe
+from . import errors, observe, requestid
 from .adapters.base import Call, TransformError
 from .admission import Admission, QueueRejected, priority_of
 from .attempt import Attempt, Attempts
@@ -29,6 +29,7 @@ from .failure import retry_after, retryable
 from .http1 import Pool
 from .intake import check_shape, make_call, parse_body, read_body
 from .jsonutil import dumps
+from .logs import event
 from .observe import Observer, RequestRecord
 from .replies import gateway_headers
 from .routing import Route, Target
@@ -74,7 +75,12 @@ class Gateway(Attempts):
     ) -> web.StreamResponse:
         """Answer `request` on `route`: read from the request itself (a route path), or
         `prepared` by a front door."""
-        rec = RequestRecord(route=route, started=self.clock(), wall_started=self.wall())
+        rec = RequestRecord(
+            route=route,
+            started=self.clock(),
+            wall_started=self.wall(),
+            request_id=requestid.assign(request),
+        )
         dialect = OPENAI if prepared is None else prepared.dialect
         task = asyncio.current_task()
         assert task is not None
@@ -98,7 +104,9 @@ class Gateway(Attempts):
             return dialect.error(503, errors.SHUTDOWN)
         except Exception:
             # A bug must not turn into aiohttp's text/plain 500 (or a leaked traceback).
-            log.exception("internal error on route %s", route.name)
+            event(log, "request.internal_error", f"internal error on route {route.name}",
+                  level=logging.ERROR, exc_info=True, route=route.name,
+                  request_id=rec.request_id)  # fmt: skip
             rec.status, rec.outcome, rec.error = 500, observe.GATEWAY_ERROR, errors.INTERNAL
             return dialect.error(500, errors.INTERNAL)
         finally:
@@ -232,7 +240,12 @@ class Gateway(Attempts):
             raise GatewayError(400, errors.NO_MODEL)
         upstream_body = target.adapter.build(call, target.cfg.options)
         target.request.inject_body_auth(upstream_body, call.body)
-        return target.request.build(request.raw_headers, request.query, dumps(upstream_body))
+        return target.request.build(
+            request.raw_headers,
+            request.query,
+            dumps(upstream_body),
+            request_id=requestid.field(rec.request_id),
+        )
 
     def _give_up(
         self,

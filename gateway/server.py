@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import errors
+from . import errors, events, requestid
 from .accesslog import AccessLog
 from .config import Config
 from .discovery import build_discovery
@@ -73,6 +73,7 @@ class GatewayServer:
             front.rejected = self.metrics.frontend_rejection(front.name)
             app.router.add_routes(front.routes())
         app.router.add_route("*", "/{tail:.*}", self._proxy)
+        app.on_response_prepare.append(requestid.on_prepare)  # X-Request-Id on every answer
         return app
 
     def _fronts(self, body_limit: int) -> list[OpenAIFront | OllamaFront]:
@@ -191,11 +192,14 @@ class GatewayServer:
         server = self._proxy_runner.server
         if server is not None:
             server.pre_shutdown()  # close idle keep-alive connections now
-        deadline = self.clock() + (self.config.server.drain_timeout if timeout is None else timeout)
+        limit = self.config.server.drain_timeout if timeout is None else timeout
+        began, in_flight = self.clock(), gw.in_flight
+        events.drain_started(in_flight, limit)
+        deadline = began + limit
         while gw.in_flight and self.clock() < deadline and not (force and force.is_set()):
             await asyncio.sleep(0.05)
+        cut = len(gw.tasks)
         if gw.tasks:
-            log.warning("drain time over: ending %d request(s) still in flight", len(gw.tasks))
             gw.closing = True  # committed streams get an error event, the rest a 503
             for task in list(gw.tasks):
                 task.cancel()
@@ -203,6 +207,7 @@ class GatewayServer:
                 if not gw.tasks:
                     break
                 await asyncio.sleep(0.05)
+        events.drain_finished(in_flight, cut, self.clock() - began, bool(force and force.is_set()))
         await self.stop()
 
     async def stop(self) -> None:

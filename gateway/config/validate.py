@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ._balancer import BalancerChecks
+from ._env import EnvChecks
 from ._frontends import FrontendChecks
 from ._target import TargetChecks
 from .schema import (
@@ -70,7 +71,7 @@ _SINGLE_TARGET_KEYS = {
 }
 
 
-class _Validator(BalancerChecks, TargetChecks, FrontendChecks):
+class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
     # ---- document --------------------------------------------------------------------
 
     def config(self, raw: Any) -> Config | None:
@@ -78,7 +79,7 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks):
             self.err("", "empty configuration")
             return None
         top = self.mapping(raw, "", {"server", "routes", "frontends"}, {})
-        server = self.server(top.get("server"))
+        server = self.with_env(top.get("server"), self.server)  # LLAMA_GATEWAY_<KEY>
         routes_raw = top.get("routes")
         routes: list[RouteConfig] = []
         if not isinstance(routes_raw, list) or not routes_raw:

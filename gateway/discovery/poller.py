@@ -61,7 +61,7 @@ from ..config.schema import ActiveHealthcheck, TargetConfig
 from ..failure import classify
 from ..health import ProbeSpec, probe_spec, public_url
 from ..http1 import Pool, Timeouts, UpstreamError
-from . import parse
+from . import events, parse
 from .server import Kind, Member, Server, ServerSnapshot
 from .signals import display_names
 
@@ -225,7 +225,7 @@ class Discovery:
             srv.last_error = INTERNAL
             if not srv.warned:
                 srv.warned = True
-                log.warning("discovery: poll of %s failed unexpectedly", srv.where, exc_info=True)
+                events.internal_error(srv)
 
     async def _poll(self, srv: Server) -> None:
         errors: list[str] = []
@@ -241,8 +241,7 @@ class Discovery:
         self._settle(srv, "; ".join(errors) or None)
         expired = srv.expire(now - self.max_age)
         if expired:
-            log.warning("discovery: %s: no fresh %s for %.0fs; now unknown",
-                        srv.where, ", ".join(expired), self.max_age)  # fmt: skip
+            events.expired(srv, expired, self.max_age)
         srv.write()
         values = (srv.busy.value, srv.deferred.value, srv.slots, srv.last_error)
         log.debug("discovery: polled %s: busy=%s deferred=%s slots=%s error=%s", srv.where, *values)
@@ -304,7 +303,7 @@ class Discovery:
         if on is False:
             self._turn_off(srv, path, "/props says it is off")
         elif on is True and srv.off_until.pop(path, None) is not None:
-            log.info("discovery: %s serves %s again", srv.where, path)
+            events.endpoint_on(srv, path)
 
     def _read_at(self, srv: Server) -> float:
         srv.last_read = self._wall()
@@ -332,7 +331,7 @@ class Discovery:
             errors.append(f"{path}: {classify(exc).detail}")
             return None
         if srv.off_until.pop(path, None) is not None:
-            log.info("discovery: %s serves %s again", srv.where, path)
+            events.endpoint_on(srv, path)
         try:
             return parser(body)
         except ValueError:  # orjson's decode error is one; its text is not logged
@@ -358,18 +357,16 @@ class Discovery:
     def _turn_off(self, srv: Server, path: str, why: str) -> None:
         now = self._clock()
         if srv.off_until.get(path, -math.inf) == -math.inf:  # once per change
-            log.info("discovery: %s does not serve %s (%s); asking again in %.0fs",
-                     srv.where, path, why, self.off_retry)  # fmt: skip
+            events.endpoint_off(srv, path, why, self.off_retry)
         srv.off_until[path] = now + self.off_retry
 
     def _settle(self, srv: Server, error: str | None) -> None:
         """Record the poll's error; log when the server starts or stops failing."""
         before, srv.last_error = srv.last_error, error
         if error is not None and before is None:
-            log.warning("discovery: %s: %s; keeping what it last said for up to %.0fs",
-                        srv.where, error, self.max_age)  # fmt: skip
+            events.failing(srv, error, self.max_age)
         elif error is None and before is not None:
-            log.info("discovery: %s answers again", srv.where)
+            events.recovered(srv)
 
     def _snapshot(self, srv: Server) -> ServerSnapshot:
         now = self._clock()

@@ -37,6 +37,7 @@ from typing import TypedDict
 from balancers import Reason, TargetState
 
 from ..http1 import Pool
+from ..logs import event
 from .probe import ProbeRequest, ProbeSpec, probe, public_url
 
 log = logging.getLogger("llama_gateway.health")
@@ -125,6 +126,7 @@ class _Prober:
         self.where = f"{origin.bracketed_host}:{origin.port}"  # for logs: never the query
         self.policies: list[HealthPolicy] = []
         self.states: list[TargetState] = []
+        self.routes: dict[TargetState, str] = {}  # route name of each state (for events)
         self.policy = HealthPolicy()
         self.healthy = True
         self.counts = {"successes": 0, "http_failures": 0, "tcp_failures": 0, "timeouts": 0}
@@ -155,16 +157,23 @@ class _Prober:
         self.last_change = now
         for name in self.counts:
             self.counts[name] = 0
-        for s in self.states:
-            if s.healthy != self.healthy:
-                s.healthy = self.healthy
-                s.last_change = now
         # Once per change, never per probe: WARNING going down, INFO coming back.
         level, verdict = (logging.INFO, "healthy") if success else (logging.WARNING, "unhealthy")
-        what = counter.replace("_", " ")
-        names = ", ".join(s.name for s in self.states)
-        log.log(level, "health: %s marked %s after %d %s in a row (targets: %s)",
-                self.where, verdict, n, what, names)  # fmt: skip
+        before = "unhealthy" if success else "healthy"
+        reason = f"{n} {counter.replace('_', ' ')} in a row"
+        for s in self.states:
+            if s.healthy == self.healthy:
+                continue
+            s.healthy = self.healthy
+            s.last_change = now
+            route = self.routes.get(s, "")
+            # `upstream` is host:port only: the probe URL's query may carry a key.
+            event(log, "target.health_changed",
+                  f"health: {self.where} marked {verdict} after {reason} (target {s.name}, "
+                  f"route {route})",
+                  level=level, route=route, target=s.name, from_=before, to=verdict,
+                  reason=reason, upstream=self.where, last_status=self.last_status,
+                  last_error=self.last_error)  # fmt: skip
 
     def snapshot(self) -> ProberSnapshot:
         c = self.counts
@@ -207,7 +216,10 @@ class HealthChecker:
     def __repr__(self) -> str:
         return f"<HealthChecker probers={len(self._probers)} running={self._pool is not None}>"
 
-    def add(self, spec: ProbeSpec, policy: HealthPolicy, state: TargetState) -> None:
+    def add(
+        self, spec: ProbeSpec, policy: HealthPolicy, state: TargetState, route: str = ""
+    ) -> None:
+        """Probe `state`'s server by `spec` under `policy`; `route` names it in events."""
         if self._pool is not None:
             raise RuntimeError("HealthChecker.add() must be called before start()")
         prober = self._probers.get(spec)
@@ -216,6 +228,7 @@ class HealthChecker:
         prober.policies.append(policy)
         if not any(s is state for s in prober.states):
             prober.states.append(state)
+            prober.routes[state] = route
         self._by_state.setdefault(state, prober)
 
     async def start(self) -> None:

@@ -61,6 +61,6 @@ def build_health_checker(routes: Sequence[Route]) -> HealthChecker | None:
             continue
         policy = health_policy(hc)
         for t in route.targets:
-            checker.add(probe_spec(t.cfg, hc), policy, t.state)
+            checker.add(probe_spec(t.cfg, hc), policy, t.state, route.name)
             n += 1
     return checker if n else None
