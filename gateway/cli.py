@@ -13,6 +13,8 @@ from typing import Any
 from . import events, logs
 from .config import Config, ConfigError, load_file
 from .config._env import server_env, server_variables
+from .workers.child import WorkerLink
+from .workers.count import parse_workers, worker_count
 
 ENV_CONFIG = "LLAMA_GATEWAY_CONFIG"
 log = logging.getLogger("llama_gateway")
@@ -33,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="proxy port (overrides server.port)")
     serve.add_argument("--status-host", help="status listen address (overrides server.status_host)")
     serve.add_argument("--status-port", type=int, help="status port (overrides server.status_port)")
+    serve.add_argument(
+        "--workers",
+        type=parse_workers,
+        help="proxy processes: a number, or auto (one per CPU); overrides server.workers",
+    )
 
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", "-c", help=f"YAML config file (default: ${ENV_CONFIG})")
@@ -85,10 +92,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _load(_config_path(args.config))
         if cfg is None:
             return 1
+        workers = _workers(args, cfg)
+        if workers > 1:
+            return _supervise(cfg, args, sys.argv[1:] if argv is None else argv, workers)
         return _run(_serve(cfg, args))
     from .demo import run_demo
 
     return _run(run_demo(args.port, args.status_port))
+
+
+def _workers(args: argparse.Namespace, cfg: Config) -> int:
+    """Processes to serve with; always 1 in a worker (it serves, the supervisor counts)."""
+    if WorkerLink.from_env() is not None:
+        return 1
+    return worker_count(cfg.server.workers if args.workers is None else args.workers)
+
+
+def _supervise(cfg: Config, args: argparse.Namespace, argv: Sequence[str], workers: int) -> int:
+    """`--workers N`: this process supervises N copies of itself (gateway/workers)."""
+    from .workers.supervisor import supervise
+
+    s = cfg.server
+    return supervise(
+        cfg,
+        argv,
+        workers,
+        host=args.host or s.host,
+        port=s.port if args.port is None else args.port,
+        status_host=args.status_host or s.status_host,
+        status_port=s.status_port if args.status_port is None else args.status_port,
+    )
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -113,14 +146,21 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
 
     server = GatewayServer(cfg)
     host = args.host
+    link = WorkerLink.from_env()  # set when a supervisor (--workers N) started this process
     try:
-        await server.start(host, args.port, args.status_host, args.status_port)
+        if link is not None:
+            await link.start(server)  # on the pod's sockets
+        else:
+            await server.start(host, args.port, args.status_host, args.status_port)
     except OSError as exc:
         events.listen_failed(str(exc))
         await server.stop()
         return 1
 
     def started() -> None:
+        if link is not None:
+            link.started()  # the supervisor announces the pod
+            return
         s = cfg.server
         h, sh = host or s.host, args.status_host or s.status_host
         n = sum(len(r.targets) for r in cfg.routes)

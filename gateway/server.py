@@ -148,18 +148,27 @@ class GatewayServer:
         port: int | None = None,
         status_host: str | None = None,
         status_port: int | None = None,
+        *,
+        proxy_socks: list[socket.socket] | None = None,
+        status_sock: socket.socket | None = None,
     ) -> None:
+        """Listen and serve. `proxy_socks` / `status_sock`: sockets already bound, used
+        instead of the addresses (a worker of a supervisor: gateway/workers)."""
         s = self.config.server
         pool = Pool()
         self.metrics.pools.stats = pool.stats
         self.gateway = Gateway(pool, clock=self.clock, observers=(self.metrics, self.access_log))
         self._status_runner = web.AppRunner(self.status_app(), access_log=None)
         await self._status_runner.setup()
-        status_site = web.TCPSite(
-            self._status_runner,
-            s.status_host,
-            s.status_port if status_port is None else status_port,
-        )
+        status_site: web.BaseSite
+        if status_sock is not None:
+            status_site = web.SockSite(self._status_runner, status_sock)
+        else:
+            status_site = web.TCPSite(
+                self._status_runner,
+                status_host or s.status_host,
+                s.status_port if status_port is None else status_port,
+            )
         await status_site.start()
         self.status_port = _bound_port(status_site)
         self._proxy_runner = web.AppRunner(
@@ -169,11 +178,16 @@ class GatewayServer:
             shutdown_timeout=1.0,
         )
         await self._proxy_runner.setup()
-        proxy_site = web.TCPSite(
-            self._proxy_runner, host or s.host, s.port if port is None else port, backlog=1024
-        )
-        await proxy_site.start()
-        self.port = _bound_port(proxy_site)
+        sites: list[web.BaseSite] = [
+            web.SockSite(self._proxy_runner, sock, backlog=1024) for sock in proxy_socks or ()
+        ] or [
+            web.TCPSite(
+                self._proxy_runner, host or s.host, s.port if port is None else port, backlog=1024
+            )
+        ]
+        for site in sites:
+            await site.start()
+        self.port = _bound_port(sites[0])
         if self.health is not None:
             # First probes run now: a dead target is found before clients hit it.
             await self.health.start()
@@ -226,12 +240,13 @@ class GatewayServer:
             self._status_runner = None
 
 
-def _bound_port(site: web.TCPSite) -> int:
+def _bound_port(site: web.BaseSite) -> int:
     # aiohttp exposes no public accessor for the bound socket; asyncio's and uvloop's
     # servers both have `sockets`, the abstract base does not declare it.
     sockets: list[socket.socket] = getattr(site._server, "sockets", None) or []
     assert sockets, "site not started"
-    return int(sockets[0].getsockname()[1])
+    name = sockets[0].getsockname()
+    return int(name[1]) if isinstance(name, tuple) else 0  # a unix socket has no port
 
 
 async def run_until_signalled(

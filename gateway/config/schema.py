@@ -29,6 +29,7 @@ ALGORITHMS = (
 )
 assert frozenset(ALGORITHMS) == implemented(), "config and balancers disagree"
 MAX_RESPONSE_BODY = 8 * 1024 * 1024  # bytes; a long non-stream answer is ~100 KiB
+MAX_WORKERS = 256  # server.workers: a bound against typos (one process per core is the aim)
 FAILOVER_CRITERIA = (
     "error",
     "timeout",
@@ -222,6 +223,9 @@ class ServerConfig:
     status_host: str = "127.0.0.1"
     status_port: int = 8100
     drain_timeout: float = 30.0
+    # Proxy processes (gateway/workers): 1 = this process serves, as always; N > 1 or
+    # "auto" (the CPUs this process may use) = a supervisor and N worker processes.
+    workers: int | str = 1
 
 
 @dataclass(frozen=True, slots=True)

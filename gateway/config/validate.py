@@ -16,6 +16,7 @@ from ._frontends import FrontendChecks
 from ._target import TargetChecks
 from .schema import (
     MAX_RESPONSE_BODY,
+    MAX_WORKERS,
     BalancerConfig,
     Config,
     ConfigError,
@@ -95,7 +96,10 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
 
     def server(self, raw: Any) -> ServerConfig:
         d = self.mapping(
-            raw, "server", {"host", "port", "status_host", "status_port", "drain_timeout"}, {}
+            raw,
+            "server",
+            {"host", "port", "status_host", "status_port", "drain_timeout", "workers"},
+            {},
         )
         s = ServerConfig()
         return ServerConfig(
@@ -106,7 +110,24 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
                 d, "status_port", "server", s.status_port, integer=True, lo=0, hi=65535
             ),
             drain_timeout=self.number(d, "drain_timeout", "server", s.drain_timeout, lo=0),
+            workers=self.workers(d.get("workers")),
         )
+
+    def workers(self, value: Any) -> int | str:
+        """`server.workers`: an integer from 1, or `auto`. Digit strings pass too: an
+        environment variable (`${N}`, or a server key set from the environment) is one."""
+        if value is None:
+            return 1
+        if isinstance(value, str):
+            value = self.interpolate(value, "server.workers").strip()
+            if value == "auto":
+                return value
+            if value.isdigit():
+                value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+            self.err("server.workers", f"must be an integer from 1 to {MAX_WORKERS}, or auto")
+            return 1
+        return value
 
     def check_route_uniqueness(self, routes: list[RouteConfig]) -> None:
         seen_names: set[str] = set()
