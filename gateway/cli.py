@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from . import events, logs
@@ -17,6 +17,7 @@ from .workers.child import WorkerLink
 from .workers.count import parse_workers, worker_count
 
 ENV_CONFIG = "LLAMA_GATEWAY_CONFIG"
+ENV_WATCH = "LLAMA_GATEWAY_WATCH_CONFIG"
 log = logging.getLogger("llama_gateway")
 
 
@@ -35,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="proxy port (overrides server.port)")
     serve.add_argument("--status-host", help="status listen address (overrides server.status_host)")
     serve.add_argument("--status-port", type=int, help="status port (overrides server.status_port)")
+    serve.add_argument(
+        "--watch-config",
+        action="store_true",
+        default=os.environ.get(ENV_WATCH, "") not in ("", "0", "false", "no"),
+        help=f"reload when the config file changes (also ${ENV_WATCH}=1); SIGHUP always does",
+    )
     serve.add_argument(
         "--workers",
         type=parse_workers,
@@ -89,13 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: OK ({len(cfg.routes)} route(s), {n} target(s){env})")
         return 0
     if args.command == "serve":
-        cfg = _load(_config_path(args.config))
+        path = _config_path(args.config)
+        cfg = _load(path)
         if cfg is None:
             return 1
         workers = _workers(args, cfg)
         if workers > 1:
-            return _supervise(cfg, args, sys.argv[1:] if argv is None else argv, workers)
-        return _run(_serve(cfg, args))
+            return _supervise(cfg, args, path, sys.argv[1:] if argv is None else argv, workers)
+        return _run(_serve(cfg, args, path))
     from .demo import run_demo
 
     return _run(run_demo(args.port, args.status_port))
@@ -108,7 +116,9 @@ def _workers(args: argparse.Namespace, cfg: Config) -> int:
     return worker_count(cfg.server.workers if args.workers is None else args.workers)
 
 
-def _supervise(cfg: Config, args: argparse.Namespace, argv: Sequence[str], workers: int) -> int:
+def _supervise(
+    cfg: Config, args: argparse.Namespace, path: str, argv: Sequence[str], workers: int
+) -> int:
     """`--workers N`: this process supervises N copies of itself (gateway/workers)."""
     from .workers.supervisor import supervise
 
@@ -121,6 +131,7 @@ def _supervise(cfg: Config, args: argparse.Namespace, argv: Sequence[str], worke
         port=s.port if args.port is None else args.port,
         status_host=args.status_host or s.status_host,
         status_port=s.status_port if args.status_port is None else args.status_port,
+        watch=path if args.watch_config else None,
     )
 
 
@@ -141,7 +152,8 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-async def _serve(cfg: Config, args: argparse.Namespace) -> int:
+async def _serve(cfg: Config, args: argparse.Namespace, path: str) -> int:
+    from .reload import reload_from
     from .server import GatewayServer, run_until_signalled
 
     server = GatewayServer(cfg)
@@ -166,6 +178,13 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
         n = sum(len(r.targets) for r in cfg.routes)
         events.started(h, server.port, sh, server.status_port, len(cfg.routes), n)
 
-    await run_until_signalled(server, started)
+    def reload() -> Awaitable[bool]:
+        # `server.*` (the only part the environment and flags override) is kept from
+        # startup on reload, so the file alone is the new config.
+        return reload_from(server, lambda: load_file(path), path)
+
+    # In a pod the supervisor watches the file and sends every worker SIGHUP.
+    watch = path if args.watch_config and link is None else None
+    await run_until_signalled(server, started, reload, watch=watch)
     events.stopped()
     return 0

@@ -95,12 +95,20 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._build(self.registry)
         self._register_process_collectors()
-        self.registry.register(TargetCollector(routes, clock))
+        self.targets = TargetCollector(routes, clock)
+        self.registry.register(self.targets)
         self.pools = PoolCollector()
         self.registry.register(self.pools)
         self._children: dict[tuple[str, str], _TargetChildren] = {}
         self._route_children: dict[str, tuple[HistogramChild, HistogramChild, CounterChild]] = {}
         self._queue_children: dict[str, tuple[HistogramChild, dict[str, CounterChild]]] = {}
+        self.use(routes)
+
+    def use(self, routes: Sequence[Route]) -> None:
+        """Series for `routes` (at start and on each reload). Children of routes and
+        targets that went away stay: their in-flight requests still finish into them,
+        and Prometheus counters must not go backwards."""
+        self.targets.routes = routes
         for route in routes:
             r = route.name
             self._route_children[r] = (
@@ -212,6 +220,24 @@ class Metrics:
             "unknown_model, unsupported (another route type serves it), bad_request, "
             "too_large, method.",
             ("frontend", "reason"),
+            registry=reg,
+        )
+        self.config_reloads = Counter(
+            PREFIX + "config_reloads",
+            "Config reloads (SIGHUP or a watched file change), by result: success, failure.",
+            ("result",),
+            registry=reg,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)  # zeros, not gaps, before the first reload
+        self.config_last_reload = Gauge(
+            PREFIX + "config_last_reload_timestamp_seconds",
+            "Unix time the running config was loaded (at start, then each successful reload).",
+            registry=reg,
+        )
+        self.config_last_reload_ok = Gauge(
+            PREFIX + "config_last_reload_successful",
+            "1 when the last reload attempt succeeded (or none failed since start), else 0.",
             registry=reg,
         )
         self.kong_requests = Counter(
@@ -360,6 +386,13 @@ class Metrics:
             if isinstance(c.kong_cost, tuple):
                 c.kong_cost = self.kong_cost.labels(*c.kong_cost)
             c.kong_cost.inc(cost)
+
+    def config_loaded(self, ok: bool, wall: float, reload: bool = True) -> None:
+        if reload:
+            self.config_reloads.labels("success" if ok else "failure").inc()
+        self.config_last_reload_ok.set(1 if ok else 0)
+        if ok:
+            self.config_last_reload.set(wall)
 
     def frontend_rejection(self, frontend: str) -> Callable[[str], None]:
         """The counter a front door calls with the reason of each request it refuses

@@ -13,7 +13,9 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,77 +23,88 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import errors, events, requestid
 from .accesslog import AccessLog
 from .config import Config
-from .discovery import build_discovery
-from .frontends import Catalog, OllamaFront, OpenAIFront, route_models, sibling_lists
-from .health import build_health_checker
+from .config.schema import ServerConfig
+from .frontends import Catalog, route_models
 from .http1 import Pool
 from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
+from .reload import ConfigWatcher, Reloader
 from .replies import error_response
-from .routing import DISCOVERY_INTERVAL, Router, build_route
+from .routing import Route, Router
+from .runtime import Carried, Runtime, carry_routes
 from .status import status_document
+
+if TYPE_CHECKING:
+    from .discovery import Discovery
+    from .health import HealthChecker
 
 log = logging.getLogger("llama_gateway")
 
 _JSON = "application/json"
+# `server.*` is read at startup only (listeners cannot be re-bound in place, and its
+# environment/CLI overrides apply once): a reload keeps the running values.
+_STARTUP_ONLY = tuple(f.name for f in fields(ServerConfig))
 
 
 class GatewayServer:
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
         self.clock = clock
         self.ready = False
         self.draining = False
-        self.router = Router([build_route(r, clock) for r in config.routes])
-        self.metrics = Metrics(self.router.routes, clock)
-        self.access_log = AccessLog()
-        self.health = build_health_checker(self.router.routes)
-        self.discovery = build_discovery(
-            self.router.routes, interval=DISCOVERY_INTERVAL, clock=clock
-        )
         self.gateway: Gateway | None = None
-        self.catalog = Catalog(self.router.routes)
         self.started_at = time.time()
-        # GET …/models next to each Kong-style route path ending in /chat/completions
-        # or /completions (an OpenAI SDK with that route's base URL lists models there).
-        self.model_lists = sibling_lists(self.router.routes, set(self.router.exact))
+        routes, _ = carry_routes(config.routes, clock)
+        self.metrics = Metrics(routes, clock)
+        self.metrics.config_loaded(True, self.started_at, reload=False)
+        self.access_log = AccessLog()
+        self.runtime = self._runtime(config, routes)
+        self._reloading = asyncio.Lock()
         self._proxy_runner: web.AppRunner | None = None
         self._status_runner: web.AppRunner | None = None
         self.port = 0
         self.status_port = 0
 
+    def _runtime(self, config: Config, routes: list[Route]) -> Runtime:
+        return Runtime(
+            config,
+            routes,
+            gateway=self._gateway,
+            created=self.started_at,
+            rejection=self.metrics.frontend_rejection,
+            clock=self.clock,
+        )
+
+    # The running runtime's parts, for status, tests and tools.
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def router(self) -> Router:
+        return self.runtime.router
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.runtime.catalog
+
+    @property
+    def health(self) -> HealthChecker | None:
+        return self.runtime.health
+
+    @property
+    def discovery(self) -> Discovery | None:
+        return self.runtime.discovery
+
     # ------------------------------------------------------------------ apps
 
     def proxy_app(self) -> web.Application:
-        limits = [r.cfg.max_request_body_size for r in self.router.routes]
-        # The per-route limit is checked in the pipeline; aiohttp's cap only needs to
-        # admit the largest one (0 = unlimited anywhere disables it).
-        largest = 0 if 0 in limits else max(limits)
-        app = web.Application(client_max_size=largest + 1 if largest else 0)
-        for front in self._fronts(largest):
-            front.rejected = self.metrics.frontend_rejection(front.name)
-            app.router.add_routes(front.routes())
+        # Body limits are per route (and may change on reload): `read_body` enforces
+        # them while reading, so aiohttp's application-wide cap is off.
+        app = web.Application(client_max_size=0)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         app.on_response_prepare.append(requestid.on_prepare)  # X-Request-Id on every answer
         return app
-
-    def _fronts(self, body_limit: int) -> list[OpenAIFront | OllamaFront]:
-        f = self.config.frontends
-        out: list[OpenAIFront | OllamaFront] = []
-        if f.openai is not None:
-            out.append(
-                OpenAIFront(f.openai, self.catalog, self._gateway, body_limit, int(self.started_at))
-            )
-        if f.ollama is not None:
-            root = f.ollama + "/"
-            free = root not in self.router.exact and root not in self.model_lists
-            out.append(
-                OllamaFront(
-                    f.ollama, self.catalog, self._gateway, body_limit, self.started_at, free
-                )
-            )
-        return out
 
     def _gateway(self) -> Gateway:
         assert self.gateway is not None, "server not started"
@@ -106,11 +119,18 @@ class GatewayServer:
         return app
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
-        route = self.router.match(request.path)
+        rt = self.runtime  # read once: a reload during this request does not affect it
+        path = request.path
+        door = rt.doors.get(path)
+        if door is not None:
+            return await door(request)
+        route = rt.router.match(path)
         if route is None:
-            listed = self.model_lists.get(request.path)
+            if rt.get_model is not None and path.startswith(rt.model_path or "\0"):
+                return await rt.get_model(request)
+            listed = rt.model_lists.get(path)
             if listed is not None and request.method in ("GET", "HEAD"):
-                return route_models(listed, self.catalog, int(self.started_at))
+                return route_models(listed, rt.catalog, int(rt.created))
             return error_response(404, errors.NO_ROUTE)
         assert self.gateway is not None
         return await self.gateway.handle(request, route)
@@ -130,13 +150,14 @@ class GatewayServer:
         )
 
     async def _status(self, request: web.Request) -> web.Response:
+        rt = self.runtime
         doc = status_document(
-            self.router.routes,
+            rt.routes,
             self.clock,
             self.ready,
             self.draining,
-            health=self.health,
-            discovery=self.discovery,
+            health=rt.health,
+            discovery=rt.discovery,
         )
         return web.Response(body=dumps(doc), content_type=_JSON)
 
@@ -188,12 +209,35 @@ class GatewayServer:
         for site in sites:
             await site.start()
         self.port = _bound_port(sites[0])
-        if self.health is not None:
-            # First probes run now: a dead target is found before clients hit it.
-            await self.health.start()
-        if self.discovery is not None:
-            await self.discovery.start()
+        await self.runtime.start_probes()
         self.ready = True
+
+    async def reload(self, config: Config) -> Carried:
+        """Swap in `config` (already validated): new requests use its routes, requests
+        in flight finish on the old ones; unchanged routes and targets keep their state
+        (see `runtime`). `server.*` is read at startup only: a change there is kept out
+        and named in `Carried.restart_needed`."""
+        async with self._reloading:
+            old = self.runtime
+            restart = [
+                f"server.{k}"
+                for k in _STARTUP_ONLY
+                if getattr(config.server, k) != getattr(old.config.server, k)
+            ]
+            config = replace(config, server=old.config.server)
+            routes, carried = carry_routes(config.routes, self.clock, old.routes)
+            carried.restart_needed = restart
+            self.metrics.use(routes)
+            new = self._runtime(config, routes)
+            if self.gateway is not None:
+                await new.start_probes()  # first probes before the swap
+            self.runtime = new
+            await old.stop_probes()
+            self.metrics.config_loaded(True, time.time())
+            return carried
+
+    def reload_failed(self) -> None:
+        self.metrics.config_loaded(False, time.time())
 
     async def drain(self, timeout: float | None = None, force: asyncio.Event | None = None) -> None:
         """Graceful stop: no new connections, let work finish, then end what is left."""
@@ -226,10 +270,7 @@ class GatewayServer:
 
     async def stop(self) -> None:
         self.ready = False
-        if self.health is not None:
-            await self.health.stop()
-        if self.discovery is not None:
-            await self.discovery.stop()
+        await self.runtime.stop_probes()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
             self._proxy_runner = None
@@ -250,9 +291,13 @@ def _bound_port(site: web.BaseSite) -> int:
 
 
 async def run_until_signalled(
-    server: GatewayServer, started: Callable[[], None] | None = None
+    server: GatewayServer,
+    started: Callable[[], None] | None = None,
+    reload: Callable[[], Awaitable[bool]] | None = None,
+    watch: str | None = None,
 ) -> None:
     """Run `server` until SIGTERM/SIGINT, then drain. A second signal cuts the drain short.
+    With `reload`, SIGHUP reloads the config (and so does a change of the file `watch`).
 
     Handlers are installed explicitly: a process started in the background by a shell
     inherits SIGINT as ignored, and asyncio's default would leave it so.
@@ -260,6 +305,8 @@ async def run_until_signalled(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     force = asyncio.Event()
+    reloader = Reloader(reload) if reload is not None else None
+    watcher = ConfigWatcher(watch, reloader.trigger) if watch and reloader else None
 
     def on_signal(signame: str) -> None:
         if stop.is_set():
@@ -269,13 +316,27 @@ async def run_until_signalled(
             log.info("%s: draining (up to %ss)", signame, server.config.server.drain_timeout)
             stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    def on_hangup() -> None:
+        if reloader is not None and not stop.is_set():
+            reloader.trigger()
+
+    signals = [signal.SIGTERM, signal.SIGINT]
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig.name)
+    if reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        signals.append(signal.SIGHUP)
     try:
+        if watcher is not None:
+            watcher.start()
         if started is not None:
             started()
         await stop.wait()
+        if watcher is not None:
+            await watcher.stop()
+        if reloader is not None:
+            await reloader.stop()  # a drain runs on the config it started with
         await server.drain(force=force)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
