@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import errors, events, requestid
+from . import errors, events, openapi, requestid
 from .accesslog import AccessLog
 from .config import Config
 from .config.schema import ServerConfig
@@ -116,6 +116,7 @@ class GatewayServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/openapi.json", self._openapi)
         return app
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
@@ -160,6 +161,9 @@ class GatewayServer:
             discovery=rt.discovery,
         )
         return web.Response(body=dumps(doc), content_type=_JSON)
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=dumps(openapi.document(self.runtime)), content_type=_JSON)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -226,6 +226,16 @@ class ServerConfig:
     # Proxy processes (gateway/workers): 1 = this process serves, as always; N > 1 or
     # "auto" (the CPUs this process may use) = a supervisor and N worker processes.
     workers: int | str = 1
+    # Client-side limits (nginx's names and defaults; seconds). A head (request line and
+    # headers) must arrive within client_header_timeout of its first byte (or of the
+    # connection's start); body reads may pause at most client_body_timeout; an idle
+    # keep-alive connection is closed after keepalive_timeout. 0 turns a timeout off.
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    # Open client connections on the proxy listener (per process); more are answered
+    # 503 and closed. 0 = no limit.
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True, slots=True)

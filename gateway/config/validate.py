@@ -98,7 +98,18 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
         d = self.mapping(
             raw,
             "server",
-            {"host", "port", "status_host", "status_port", "drain_timeout", "workers"},
+            {
+                "host",
+                "port",
+                "status_host",
+                "status_port",
+                "drain_timeout",
+                "workers",
+                "client_header_timeout",
+                "client_body_timeout",
+                "keepalive_timeout",
+                "max_connections",
+            },
             {},
         )
         s = ServerConfig()
@@ -111,6 +122,18 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
             ),
             drain_timeout=self.number(d, "drain_timeout", "server", s.drain_timeout, lo=0),
             workers=self.workers(d.get("workers")),
+            client_header_timeout=self.number(
+                d, "client_header_timeout", "server", s.client_header_timeout, lo=0
+            ),
+            client_body_timeout=self.number(
+                d, "client_body_timeout", "server", s.client_body_timeout, lo=0
+            ),
+            keepalive_timeout=self.number(
+                d, "keepalive_timeout", "server", s.keepalive_timeout, lo=0
+            ),
+            max_connections=self.number(
+                d, "max_connections", "server", s.max_connections, integer=True, lo=0
+            ),
         )
 
     def workers(self, value: Any) -> int | str:
