@@ -63,6 +63,16 @@ class RequestRecord:
     # only by the access log when the target has log_payloads.
     request_body: bytes | None = None
     response_body: bytes | None = None
+    # Key-auth and rate limits (gateway/security): the consumer's username (a config
+    # value: a bounded metric label), why the door refused the request, and the
+    # rate-limit headers every answer of an admitted request carries.
+    consumer: str | None = None
+    auth_rejected: str | None = None  # missing | invalid | duplicate | forbidden
+    rate_limited: str | None = None  # requests | tokens | store
+    extra_headers: dict[str, str] | None = None
+    # Values this request's answer and log lines must not show (the client's own key),
+    # besides the route's configured secrets.
+    secrets: tuple[str, ...] = ()
 
     @property
     def cost(self) -> float:

@@ -33,6 +33,9 @@ from .logs import event
 from .observe import Observer, RequestRecord
 from .replies import gateway_headers
 from .routing import Route, Target
+from .security.guard import RouteGuard
+from .security.keyauth import Credential, Rejected, without_param
+from .security.ratelimit import Admitted, RateLimited
 
 log = logging.getLogger("llama_gateway")
 
@@ -86,7 +89,11 @@ class Gateway(Attempts):
         assert task is not None
         self.tasks.add(task)
         self.in_flight += 1
+        guard = route.guard
+        admitted: Admitted | None = None
         try:
+            if guard is not None:
+                admitted = await _check(guard, request, rec)
             resp = await self._handle(request, route, rec, dialect, prepared)
             rec.status = resp.status
             return resp
@@ -115,6 +122,9 @@ class Gateway(Attempts):
             rec.duration = self.clock() - rec.started
             if not rec.outcome:
                 rec.outcome = observe.outcome_of(rec)
+            if admitted is not None and rec.usage is not None:
+                assert guard is not None and guard.limiter is not None
+                guard.limiter.spend(admitted.identity, rec.usage.total_tokens)
             for obs in self.observers:
                 obs.finished(rec)
 
@@ -240,10 +250,21 @@ class Gateway(Attempts):
             raise GatewayError(400, errors.NO_MODEL)
         upstream_body = target.adapter.build(call, target.cfg.options)
         target.request.inject_body_auth(upstream_body, call.body)
+        query = request.query
+        drop = None
+        hide: Credential | None = request.get(HIDE)
+        if hide is not None:  # key-auth's hide_credentials: the key stays here
+            if hide.query is not None:
+                query = without_param(query, hide.query)
+            else:
+                drop = target.request.drop | {
+                    b"authorization" if hide.bearer else (hide.header or "").encode("latin-1")
+                }
         return target.request.build(
             request.raw_headers,
-            request.query,
+            query,
             dumps(upstream_body),
+            drop=drop,
             request_id=requestid.field(rec.request_id),
         )
 
@@ -276,3 +297,35 @@ class Gateway(Attempts):
             message, status = errors.upstream_unavailable(target.name), 502
         rec.error = message
         return att.dialect.error(status, message, gateway_headers(target, att.rec.attempts))
+
+
+# The credential to keep from upstreams (hide_credentials), on the server request
+# (typed keys are aiohttp ≥ 3.12; older ones take the string).
+HIDE: Any = (
+    web.RequestKey("llama_gateway.hide_credential", Credential)
+    if hasattr(web, "RequestKey")
+    else "llama_gateway.hide_credential"
+)
+
+
+async def _check(guard: RouteGuard, request: web.Request, rec: RequestRecord) -> Admitted | None:
+    """Key-auth, then rate limits; both noted in the record (the metrics' and access
+    log's view: who, and why refused)."""
+    try:
+        cred = guard.authenticate(request)
+    except Rejected as exc:
+        rec.auth_rejected = exc.reason
+        raise
+    if cred is not None:
+        rec.consumer = cred.consumer.username
+        rec.secrets = (*rec.secrets, cred.key)
+        if guard.key_auth is not None and guard.key_auth.cfg.hide_credentials:
+            request[HIDE] = cred
+    try:
+        admitted = await guard.admit(request, cred)
+    except RateLimited as exc:
+        rec.rate_limited = exc.kind
+        raise
+    if admitted is not None and admitted.headers:
+        rec.extra_headers = admitted.headers
+    return admitted

@@ -44,4 +44,6 @@ def success_headers(
     }
     if route.cfg.model_name_header:
         headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
+    if rec.extra_headers is not None:  # rate-limit headers of an admitted request
+        headers.update(rec.extra_headers)
     return headers

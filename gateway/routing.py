@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from yarl import URL
 
@@ -26,6 +27,9 @@ from .events import circuit_hook
 from .failure import timeouts
 from .http1 import Origin, Timeouts
 from .outbound import RequestTemplate, origin_of
+
+if TYPE_CHECKING:
+    from .security.guard import RouteGuard
 
 
 @dataclass(eq=False, slots=True)
@@ -81,6 +85,9 @@ class Route:
     default_needs_client_model: bool = False
     # Some unnamed target's server lists its models (discovery): filter by them.
     discovered: bool = False
+    # Key-auth and rate limits (gateway/security): set by the runtime that serves the
+    # route, None when the route has neither.
+    guard: RouteGuard | None = None
 
     @property
     def name(self) -> str:

@@ -33,6 +33,9 @@ from .reload import ConfigWatcher, Reloader
 from .replies import error_response
 from .routing import Route, Router
 from .runtime import Carried, Runtime, carry_routes
+from .security.guard import attach_guards
+from .security.metrics import SecurityMetrics
+from .security.ratelimit import RateLimiter
 from .status import status_document
 
 if TYPE_CHECKING:
@@ -57,6 +60,9 @@ class GatewayServer:
         routes, _ = carry_routes(config.routes, clock)
         self.metrics = Metrics(routes, clock)
         self.metrics.config_loaded(True, self.started_at, reload=False)
+        self.security_metrics = SecurityMetrics(self.metrics.registry)
+        attach_guards(routes, config.consumers, store_error=self.security_metrics.store_error)
+        self._retired: set[asyncio.Task[None]] = set()  # old rate limiters, closing
         self.access_log = AccessLog()
         self.runtime = self._runtime(config, routes)
         self._reloading = asyncio.Lock()
@@ -182,7 +188,11 @@ class GatewayServer:
         s = self.config.server
         pool = Pool()
         self.metrics.pools.stats = pool.stats
-        self.gateway = Gateway(pool, clock=self.clock, observers=(self.metrics, self.access_log))
+        self.gateway = Gateway(
+            pool,
+            clock=self.clock,
+            observers=(self.metrics, self.security_metrics, self.access_log),
+        )
         self._status_runner = web.AppRunner(self.status_app(), access_log=None)
         await self._status_runner.setup()
         status_site: web.BaseSite
@@ -231,14 +241,33 @@ class GatewayServer:
             config = replace(config, server=old.config.server)
             routes, carried = carry_routes(config.routes, self.clock, old.routes)
             carried.restart_needed = restart
+            retired = attach_guards(
+                routes, config.consumers, old.routes, self.security_metrics.store_error
+            )
             self.metrics.use(routes)
             new = self._runtime(config, routes)
             if self.gateway is not None:
                 await new.start_probes()  # first probes before the swap
             self.runtime = new
             await old.stop_probes()
+            for limiter in retired:
+                self._retire(limiter, config.server.drain_timeout)
             self.metrics.config_loaded(True, time.time())
             return carried
+
+    def _retire(self, limiter: RateLimiter, grace: float) -> None:
+        """Close a replaced rate limiter once the old runtime's requests are done
+        (they still charge their tokens to it)."""
+
+        async def close() -> None:
+            try:
+                await asyncio.sleep(grace)
+            finally:
+                await limiter.close()
+
+        task = asyncio.ensure_future(close())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     def reload_failed(self) -> None:
         self.metrics.config_loaded(False, time.time())
@@ -275,6 +304,13 @@ class GatewayServer:
     async def stop(self) -> None:
         self.ready = False
         await self.runtime.stop_probes()
+        for task in list(self._retired):
+            task.cancel()  # closes its limiter now
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        await asyncio.gather(
+            *(r.guard.limiter.close() for r in self.runtime.routes if r.guard and r.guard.limiter),
+            return_exceptions=True,
+        )
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
             self._proxy_runner = None

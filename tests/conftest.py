@@ -39,6 +39,7 @@ async def gateway() -> AsyncIterator[GatewayFactory]:
         *routes: dict[str, Any],
         server: dict[str, Any] | None = None,
         frontends: dict[str, Any] | None = None,
+        consumers: list[dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> GatewayServer:
         raw: dict[str, Any] = {
@@ -47,6 +48,8 @@ async def gateway() -> AsyncIterator[GatewayFactory]:
         }
         if frontends is not None:  # the model-addressed front doors (off unless set)
             raw["frontends"] = frontends
+        if consumers is not None:  # key-auth's consumers
+            raw["consumers"] = consumers
         gw = GatewayServer(parse(raw, {}), **kwargs)
         await gw.start()
         servers.append(gw)

@@ -8,6 +8,7 @@ error carries the key path that caused it (`routes[0].config.targets[1].model.op
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from balancers.registry import implemented
 
@@ -198,6 +199,55 @@ class BalancerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    """Kong's consumer with key-auth credentials. Keys are kept only as digests
+    (`security.keyauth.digest`): the plaintext never reaches a typed config object."""
+
+    username: str
+    key_digests: tuple[bytes, ...] = field(default=(), repr=False)
+    custom_id: str | None = None
+    # Our extension: the route names this consumer may use (None = every route).
+    allowed_routes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAuthConfig:
+    """Kong's key-auth plugin config, on a route (our extension: Kong attaches plugins
+    to routes separately). `Authorization: Bearer <key>` is always accepted too."""
+
+    key_names: tuple[str, ...] = ("apikey",)
+    key_in_header: bool = True
+    key_in_query: bool = True
+    # Ours defaults to true (Kong: false): a client key has no business upstream.
+    hide_credentials: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    kind: str  # requests | tokens
+    limit: int
+    window: int  # seconds; windows are aligned to the epoch, so replicas agree
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str = field(repr=False)  # may carry a password
+    timeout: float = 0.5  # seconds, connect and each command
+    prefix: str = "llama_gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitingConfig:
+    identifier: str  # consumer | ip
+    limits: tuple[RateLimit, ...]
+    strategy: str = "local"  # local | redis
+    redis: RedisConfig | None = None
+    # Kong's name: true = when the counter store fails, let requests through.
+    fault_tolerant: bool = True
+    hide_client_headers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     paths: tuple[str, ...]
@@ -211,9 +261,17 @@ class RouteConfig:
     # upstream that writes without end must not take the gateway's memory with it.
     max_response_body: int = MAX_RESPONSE_BODY
     model_name_header: bool = True
+    key_auth: KeyAuthConfig | None = None
+    rate_limiting: RateLimitingConfig | None = None
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for t in self.targets for s in t.auth.secrets())
+        out = [s for t in self.targets for s in t.auth.secrets()]
+        rl = self.rate_limiting
+        if rl is not None and rl.redis is not None:
+            password = urlsplit(rl.redis.url).password
+            if password:
+                out.append(password)
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,3 +314,4 @@ class Config:
     server: ServerConfig
     routes: tuple[RouteConfig, ...]
     frontends: FrontendsConfig = FrontendsConfig()
+    consumers: tuple[ConsumerConfig, ...] = ()

@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-import yaml
-
 from ._balancer import BalancerChecks
 from ._env import EnvChecks
 from ._frontends import FrontendChecks
+from ._load import check_shape, load_yaml, read_file
+from ._security import SecurityChecks
 from ._target import TargetChecks
 from .schema import (
     MAX_RESPONSE_BODY,
@@ -29,23 +29,15 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def load_file(path: str, env: Mapping[str, str] | None = None) -> Config:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return load_text(text, env)
+    return load_text(read_file(path), env)
 
 
 def load_text(text: str, env: Mapping[str, str] | None = None) -> Config:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"invalid YAML: {exc}"]) from None
-    return parse(raw, os.environ if env is None else env)
+    return parse(load_yaml(text), os.environ if env is None else env)
 
 
 def parse(raw: Any, env: Mapping[str, str]) -> Config:
+    check_shape(raw)  # first: nothing below need fear deep, cyclic or huge data
     v = _Validator(env)
     cfg = v.config(raw)
     if v.errors or cfg is None:
@@ -72,14 +64,14 @@ _SINGLE_TARGET_KEYS = {
 }
 
 
-class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
+class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks, SecurityChecks):
     # ---- document --------------------------------------------------------------------
 
     def config(self, raw: Any) -> Config | None:
         if raw is None:
             self.err("", "empty configuration")
             return None
-        top = self.mapping(raw, "", {"server", "routes", "frontends"}, {})
+        top = self.mapping(raw, "", {"server", "routes", "frontends", "consumers"}, {})
         server = self.with_env(top.get("server"), self.server)  # LLAMA_GATEWAY_<KEY>
         routes_raw = top.get("routes")
         routes: list[RouteConfig] = []
@@ -92,7 +84,9 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
                     routes.append(route)
         self.check_route_uniqueness(routes)
         frontends = self.frontends(top.get("frontends"), routes)
-        return Config(server=server, routes=tuple(routes), frontends=frontends)
+        consumers = self.consumers(top.get("consumers"))
+        self.check_consumers(consumers, routes)
+        return Config(server=server, routes=tuple(routes), frontends=frontends, consumers=consumers)
 
     def server(self, raw: Any) -> ServerConfig:
         d = self.mapping(
@@ -114,9 +108,9 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
         )
         s = ServerConfig()
         return ServerConfig(
-            host=self.string(d, "host", "server", s.host),
+            host=self.wire_string(d, "host", "server", s.host),
             port=self.number(d, "port", "server", s.port, integer=True, lo=0, hi=65535),
-            status_host=self.string(d, "status_host", "server", s.status_host),
+            status_host=self.wire_string(d, "status_host", "server", s.status_host),
             status_port=self.number(
                 d, "status_port", "server", s.status_port, integer=True, lo=0, hi=65535
             ),
@@ -145,7 +139,7 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
             value = self.interpolate(value, "server.workers").strip()
             if value == "auto":
                 return value
-            if value.isdigit():
+            if value.isascii() and value.isdigit() and len(value) <= 4:  # not '²'
                 value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
             self.err("server.workers", f"must be an integer from 1 to {MAX_WORKERS}, or auto")
@@ -167,12 +161,14 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
                 seen_paths[p] = r.name
 
     def route(self, raw: Any, path: str) -> RouteConfig | None:
-        d = self.mapping(raw, path, {"name", "paths", "plugin", "config"}, {})
+        d = self.mapping(
+            raw, path, {"name", "paths", "plugin", "config", "key_auth", "rate_limiting"}, {}
+        )
         if not d:
             if raw is not None and isinstance(raw, dict):
                 self.err(path, "empty route")
             return None
-        name = self.string(d, "name", path)
+        name = self.name(d, "name", path)
         paths = self.paths(d.get("paths"), f"{path}.paths")
         plugin = self.choice(
             d, "plugin", path, ("ai-proxy-advanced", "ai-proxy"), "ai-proxy-advanced"
@@ -220,6 +216,8 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
             c, "max_response_body", cpath, MAX_RESPONSE_BODY, integer=True, lo=0
         )
         name_header = self.boolean(c, "model_name_header", cpath, True)
+        key_auth = self.key_auth(d.get("key_auth"), path)
+        rate_limiting = self.rate_limiting(d.get("rate_limiting"), path, key_auth)
         if not targets or name is None or paths is None:
             return None
         route_types = {t.route_type for t in targets}
@@ -246,6 +244,8 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
             max_request_body_size=max_body,
             max_response_body=max_response,
             model_name_header=name_header,
+            key_auth=key_auth,
+            rate_limiting=rate_limiting,
         )
 
     def paths(self, raw: Any, path: str) -> tuple[str, ...] | None:
@@ -257,11 +257,19 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks):
             sub = f"{path}[{i}]"
             if not isinstance(p, str) or not p:
                 self.err(sub, "must be a non-empty string")
+            elif not self.clean(p, sub):
+                continue  # a path with a control character could never match
+            elif not self.clean(p, sub):
+                continue  # a path with a control character could never match
             elif p.startswith("~"):
                 try:
                     re.compile(p[1:])
                 except re.error as exc:
                     self.err(sub, f"invalid regex: {exc}")
+                except (RecursionError, OverflowError, ValueError) as exc:  # `((((…`, `a{10**20}`
+                    self.err(sub, f"invalid regex: {type(exc).__name__}: {exc}")
+                except (RecursionError, OverflowError, ValueError) as exc:  # `((((…`, `a{10**20}`
+                    self.err(sub, f"invalid regex: {type(exc).__name__}: {exc}")
                 else:
                     out.append(p)
             elif not p.startswith("/"):

@@ -1,0 +1,198 @@
+"""Rate limits per consumer (or client IP): requests and tokens per fixed window.
+
+Windows are aligned to the epoch (`floor(now / window)`), so every replica counts in
+the same window without talking to the others; `strategy: redis` shares the counters
+themselves. A request is admitted when every requests counter has room for one more
+and no tokens counter is spent; only then are the requests counters incremented (a
+refused request does not eat into the next one's room). Tokens are added when the
+answer is complete, from its usage (as Kong's AI rate limiting does), so a window's
+last request may overshoot a tokens limit: the next one is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..config.schema import RateLimit, RateLimitingConfig
+from ..errors import GatewayError
+from ..logs import event
+from .stores import Counter, LocalStore, Store, StoreError
+
+log = logging.getLogger("llama_gateway")
+
+RATE_LIMITED = "API rate limit exceeded"
+STORE_DOWN = "rate limiting is unavailable"
+_BACKOFF_MIN, _BACKOFF_MAX = 1.0, 30.0
+
+
+@dataclass(slots=True)
+class Admitted:
+    """An admitted request: who to charge its tokens to, and the headers to send."""
+
+    identity: str
+    headers: dict[str, str]
+
+
+class RateLimited(GatewayError):
+    def __init__(self, message: str, headers: dict[str, str], kind: str) -> None:
+        super().__init__(429 if kind != "store" else 503, message, headers)
+        self.kind = kind  # requests | tokens | store: a metric label
+
+
+class RateLimiter:
+    """One route's limits. `admit` before the pipeline, `spend` when the answer is done."""
+
+    def __init__(
+        self,
+        cfg: RateLimitingConfig,
+        route: str,
+        store: Store | None = None,
+        wall: Callable[[], float] = time.time,
+        on_store_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.route = route
+        self.store: Store = store if store is not None else LocalStore()
+        self.wall = wall
+        self.on_store_error = on_store_error
+        self._requests = [i for i, lim in enumerate(cfg.limits) if lim.kind == "requests"]
+        self._tokens = [i for i, lim in enumerate(cfg.limits) if lim.kind == "tokens"]
+        self._down_until = 0.0
+        self._backoff = _BACKOFF_MIN
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def _counters(self, identity: str, now: float, indices: list[int]) -> list[Counter]:
+        # A tag with the route's name: routes sharing a Redis never share counters.
+        tag = f"{self.route}\x1f{identity}"
+        out = []
+        for i in indices:
+            lim = self.cfg.limits[i]
+            index = int(now // lim.window)
+            ttl = math.ceil((index + 1) * lim.window - now) + 1
+            out.append(Counter(tag, lim.kind, lim.window, index, lim.limit, ttl))
+        return out
+
+    async def admit(self, identity: str) -> Admitted:
+        now = self.wall()
+        order = self._requests + self._tokens
+        counters = self._counters(identity, now, order)
+        if now < self._down_until:
+            return self._store_failed(identity)
+        try:
+            ok, values = await self.store.admit(counters, len(self._requests))
+        except StoreError as exc:
+            self._failed(now, exc)
+            return self._store_failed(identity)
+        self._recovered()
+        limits = [self.cfg.limits[i] for i in order]
+        headers = {} if self.cfg.hide_client_headers else _headers(limits, values, now, ok)
+        if not ok:
+            exhausted = [
+                (lim, _reset(lim, now))
+                for lim, v, is_req in zip(limits, values, self._kinds(), strict=True)
+                if (v + 1 > lim.limit if is_req else v >= lim.limit)
+            ]
+            wait = max(r for _, r in exhausted)
+            headers["Retry-After"] = str(wait)
+            kind = "tokens" if all(lim.kind == "tokens" for lim, _ in exhausted) else "requests"
+            raise RateLimited(RATE_LIMITED, headers, kind)
+        return Admitted(identity, headers)
+
+    def _kinds(self) -> list[bool]:
+        return [True] * len(self._requests) + [False] * len(self._tokens)
+
+    def spend(self, identity: str, tokens: int) -> None:
+        """Charge an answer's tokens (in the background: the answer is already sent)."""
+        if tokens <= 0 or not self._tokens:
+            return
+        now = self.wall()
+        if now < self._down_until:
+            return
+        counters = self._counters(identity, now, self._tokens)
+        done = self.store.spend(counters, tokens)
+        if done is None:
+            return
+        task = asyncio.ensure_future(self._spend(done, now))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _spend(self, done: Awaitable[None], now: float) -> None:
+        try:
+            await done
+        except StoreError as exc:
+            self._failed(now, exc)
+
+    def _store_failed(self, identity: str) -> Admitted:
+        if self.cfg.fault_tolerant:
+            return Admitted(identity, {})
+        raise RateLimited(STORE_DOWN, {"Retry-After": "1"}, "store")
+
+    def _failed(self, now: float, exc: StoreError) -> None:
+        if self.on_store_error is not None:
+            self.on_store_error("allowed" if self.cfg.fault_tolerant else "rejected")
+        if self._down_until == 0.0:
+            event(
+                log,
+                "ratelimit.store_down",
+                f"rate limit store for route {self.route} failed: {exc}; "
+                + ("letting requests through" if self.cfg.fault_tolerant else "refusing requests"),
+                level=logging.WARNING,
+                route=self.route,
+                error=str(exc),
+                fault_tolerant=self.cfg.fault_tolerant,
+            )
+        else:
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        self._down_until = now + self._backoff
+
+    def _recovered(self) -> None:
+        if self._down_until:
+            self._down_until = 0.0
+            self._backoff = _BACKOFF_MIN
+            event(
+                log,
+                "ratelimit.store_up",
+                f"rate limit store for route {self.route} answers again",
+                route=self.route,
+            )
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.store.close()
+
+
+def _reset(lim: RateLimit, now: float) -> int:
+    """Whole seconds until `lim`'s window ends (at least 1)."""
+    return max(1, math.ceil((int(now // lim.window) + 1) * lim.window - now))
+
+
+def _headers(limits: list[RateLimit], values: list[int], now: float, ok: bool) -> dict[str, str]:
+    """Kong-style `X-RateLimit-Limit/Remaining/Reset` for the tightest limit, and
+    OpenAI's `x-ratelimit-*-requests` / `-tokens` names for the tightest of each kind.
+    Remaining counts the request being admitted."""
+    best: dict[str, tuple[float, RateLimit, int]] = {}
+    for lim, v in zip(limits, values, strict=True):
+        remaining = max(0, lim.limit - v)
+        share = remaining / lim.limit
+        for k in (lim.kind, ""):
+            if k not in best or share < best[k][0]:
+                best[k] = (share, lim, remaining)
+    out: dict[str, str] = {}
+    for k, (_, lim, remaining) in best.items():
+        reset = _reset(lim, now)
+        if k:
+            suffix = "-Requests" if k == "requests" else "-Tokens"
+            out["X-RateLimit-Limit" + suffix] = str(lim.limit)
+            out["X-RateLimit-Remaining" + suffix] = str(remaining)
+            out["X-RateLimit-Reset" + suffix] = f"{reset}s"
+        else:
+            out["X-RateLimit-Limit"] = str(lim.limit)
+            out["X-RateLimit-Remaining"] = str(remaining)
+            out["X-RateLimit-Reset"] = str(reset)
+    return out
