@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
+
+from yarl import URL
 
 from ._checks import Checker
 from .schema import (
@@ -53,7 +56,8 @@ _TARGET_KEYS = {
     "name",
     "max_concurrency",
 }
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A host name as sent (after IDNA): DNS labels, plus '_' (container and service names).
+_HOST = re.compile(r"[A-Za-z0-9_.-]+")
 # Model options that shape a generation: an embeddings target has nothing to apply them
 # to, so they are refused rather than silently ignored.
 _GENERATION_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "chat_template")
@@ -85,7 +89,7 @@ class TargetChecks(Checker):
         )
         weight = self.number(d, "weight", path, 100, integer=True, lo=1, hi=65535)
         description = self.string(d, "description", path, None)
-        name = self.string(d, "name", path, "")
+        name = self.name(d, "name", path, "")
         limit, auto = self.max_concurrency(d, path, model)
         if route_type is None or model is None:
             return None
@@ -148,8 +152,8 @@ class TargetChecks(Checker):
         provider = self.string(d, "provider", path)
         if provider is not None and provider != "llama2":
             self.err(f"{path}.provider", f"provider {provider!r} is not supported (only 'llama2')")
-        name = self.string(d, "name", path, None)
-        alias = self.string(d, "model_alias", path, None)
+        name = self.name(d, "name", path, None)
+        alias = self.name(d, "model_alias", path, None)
         opath = f"{path}.options"
         o = self.mapping(
             d.get("options"),
@@ -181,7 +185,9 @@ class TargetChecks(Checker):
                 if key in o:
                     self.err(f"{opath}.{key}", "only applies to llama2_format: raw")
         opts_kwargs = dict(
-            max_tokens=self.number(o, "max_tokens", opath, None, integer=True, lo=0, lo_open=True),
+            max_tokens=self.number(
+                o, "max_tokens", opath, None, integer=True, lo=0, lo_open=True, hi=2**31 - 1
+            ),
             temperature=self.number(o, "temperature", opath, None, lo=0, hi=5),
             top_p=self.number(o, "top_p", opath, None, lo=0, hi=1),
             top_k=self.number(o, "top_k", opath, None, integer=True, lo=0, hi=500),
@@ -213,6 +219,13 @@ class TargetChecks(Checker):
         if not value:
             return None
         sub = f"{opath}.upstream_url"
+        # urlsplit silently drops TAB, CR and LF; any other control character or a
+        # space would reach the request line or the Host field.
+        if not self.clean(value, sub):
+            return None
+        if any(c.isspace() for c in value):
+            self.err(sub, "must not contain spaces (write a space in the path as %20)")
+            return None
         try:
             parts = urlsplit(value)
             port = parts.port
@@ -226,6 +239,8 @@ class TargetChecks(Checker):
             # Credentials in the URL would end up in logs and /status; auth.* exists for that.
             self.err(sub, "must not contain credentials (use auth.header_* or auth.param_*)")
             return None
+        if not self.url_host(value, sub):
+            return None
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -235,6 +250,26 @@ class TargetChecks(Checker):
             port=port or (443 if parts.scheme == "https" else 80),
             path=path,
         )
+
+    def url_host(self, value: str, path: str) -> bool:
+        """Whether the URL's host can be sent: as the client will (IDNA for a Unicode
+        name), an IP address or a DNS-style name. `a b`, `a<b>` or a host IDNA refuses
+        would otherwise fail at startup, or go into the Host field."""
+        try:
+            host = URL(value).raw_host or ""
+        except (ValueError, UnicodeError) as exc:
+            self.err(path, f"invalid host: {exc}")
+            return False
+        if ":" in host:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                self.err(path, "invalid IPv6 address")
+                return False
+        elif not _HOST.fullmatch(host):
+            self.err(path, "invalid host name (letters, digits, '-', '.' and '_' only)")
+            return False
+        return True
 
     def auth(self, raw: Any, path: str) -> AuthConfig:
         d = self.mapping(
@@ -250,21 +285,17 @@ class TargetChecks(Checker):
             },
             _KONG_DEFAULTS_AUTH,
         )
-        header_name = self.string(d, "header_name", path, None)
-        header_value = self.string(d, "header_value", path, None)
-        if header_name is not None and not _TOKEN.fullmatch(header_name):
-            self.err(f"{path}.header_name", "must be a valid HTTP header name")
-        if header_value is not None and any(c in header_value for c in "\r\n\0"):
-            # Typical of a secret file with a trailing newline. The value goes on the
-            # wire as is, where a CR or LF would split the request: refused here, once.
-            self.err(f"{path}.header_value", "must not contain control characters (CR, LF, NUL)")
+        header_name = self.token(d, "header_name", path, None)
+        # The value goes on the wire as is, where a CR or LF would split the request (a
+        # secret file's trailing newline is the usual one); HTAB is legal in a field.
+        header_value = self.wire_string(d, "header_value", path, None, secret=True, tab=True)
         if (header_name is None) != (header_value is None):
             self.err(
                 path,
                 "all or none of these fields must be set: 'auth.header_name', 'auth.header_value'",
             )
-        param_name = self.string(d, "param_name", path, None)
-        param_value = self.string(d, "param_value", path, None)
+        param_name = self.wire_string(d, "param_name", path, None)
+        param_value = self.wire_string(d, "param_value", path, None, secret=True)
         param_location = self.choice(d, "param_location", path, ("query", "body"), None)
         trio = (param_name, param_value, param_location)
         if any(x is not None for x in trio) and not all(x is not None for x in trio):
