@@ -8,13 +8,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LLAMA_GATEWAY_CONFIG=/etc/llama-gateway/config.yaml
+    LLAMA_GATEWAY_CONFIG=/etc/llama-gateway/config.yaml \
+    LLAMA_GATEWAY_HOST=0.0.0.0 \
+    LLAMA_GATEWAY_STATUS_HOST=0.0.0.0
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY balancers ./balancers
-RUN pip install . \
+# The redis extra: rate limits shared between replicas (rate_limiting.strategy: redis).
+RUN pip install '.[redis]' \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
     && mkdir -p /etc/llama-gateway \
     && cp /dev/null /etc/llama-gateway/.keep
@@ -31,4 +34,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
 # SIGTERM (docker stop, Kubernetes) drains: readiness 503, in-flight work finishes.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["llama-gateway"]
-CMD ["serve", "--host", "0.0.0.0", "--status-host", "0.0.0.0"]
+# Addresses come from the environment above, so `docker run -e LLAMA_GATEWAY_PORT=…`
+# (or a Kubernetes env) changes them without replacing the command.
+CMD ["serve"]

@@ -40,14 +40,18 @@ class Proc:
 
 
 async def start_serve(
-    tmp_path: Path, routes: list[dict[str, Any]], *, ignore_sigint: bool = False, drain: float = 30
+    tmp_path: Path,
+    routes: list[dict[str, Any]],
+    *,
+    ignore_sigint: bool = False,
+    drain: float = 30,
+    extra: dict[str, Any] | None = None,
+    name: str = "gw.yaml",
 ) -> Proc:
-    cfg = tmp_path / "gw.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {"server": {"port": 0, "status_port": 0, "drain_timeout": drain}, "routes": routes}
-        )
-    )
+    """`llama-gateway serve` on a config of `routes` (and `extra` top-level keys)."""
+    cfg = tmp_path / name
+    server = {"port": 0, "status_port": 0, "drain_timeout": drain}
+    cfg.write_text(yaml.safe_dump({"server": server, "routes": routes, **(extra or {})}))
 
     def preexec() -> None:
         if ignore_sigint:  # what a shell does to `cmd &` children
