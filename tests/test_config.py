@@ -76,6 +76,11 @@ def test_example_multi_target_route_is_valid_when_uncommented(tmp_path: Path) ->
     assert [t.options.llama2_format for t in pool.targets] == ["ollama", "raw", "openai"]
     assert [t.weight for t in pool.targets] == [70, 25, 5]
     assert pool.targets[2].auth.header_value == "Bearer sk-test"
+    assert pool.rate_limiting is not None and pool.rate_limiting.identifier == "ip"
+    assert [(lim.kind, lim.limit) for lim in pool.rate_limiting.limits] == [
+        ("requests", 60),
+        ("tokens", 200000),
+    ]
 
 
 def test_defaults_follow_kong() -> None:
