@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ._checks import Checker
@@ -14,8 +13,6 @@ from .schema import (
     HealthDirection,
     QueueConfig,
 )
-
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class BalancerChecks(Checker):
@@ -74,7 +71,7 @@ class BalancerChecks(Checker):
             latency_strategy=self.choice(
                 d, "latency_strategy", path, ("tpot", "e2e"), b.latency_strategy
             ),
-            hash_on_header=self.string(d, "hash_on_header", path, b.hash_on_header),
+            hash_on_header=self.token(d, "hash_on_header", path, b.hash_on_header),
             slots=self.number(d, "slots", path, b.slots, integer=True, lo=10, hi=65536),
             retries=self.number(d, "retries", path, b.retries, integer=True, lo=0, hi=32767),
             connect_timeout=ms("connect_timeout", b.connect_timeout),
@@ -92,9 +89,7 @@ class BalancerChecks(Checker):
             return None
         q = self.mapping(raw, path, {"max_size", "timeout", "priority_header"}, {})
         default = QueueConfig()
-        header = self.string(q, "priority_header", path, default.priority_header)
-        if isinstance(header, str) and not _TOKEN.fullmatch(header):
-            self.err(f"{path}.priority_header", "must be an HTTP header name")
+        header = self.token(q, "priority_header", path, default.priority_header)
         return QueueConfig(
             max_size=self.number(
                 q, "max_size", path, default.max_size, integer=True, lo=1, hi=1_000_000
@@ -120,8 +115,12 @@ class BalancerChecks(Checker):
             self.err(f"{apath}.type", "must be http or https (the target's URL scheme is used)")
         default = ActiveHealthcheck()
         http_path = self.string(a, "http_path", apath, None)
-        if http_path is not None and not http_path.startswith("/"):
+        if http_path is None or not self.clean(http_path, f"{apath}.http_path"):
+            pass  # the probe's request line carries it: no control characters
+        elif not http_path.startswith("/"):
             self.err(f"{apath}.http_path", "must start with '/'")
+        elif any(c.isspace() for c in http_path):
+            self.err(f"{apath}.http_path", "must not contain spaces (write one as %20)")
         hp = f"{apath}.healthy"
         hd = self.mapping(a.get("healthy"), hp, {"interval", "successes", "http_statuses"}, {})
         statuses = hd.get("http_statuses", list(default.healthy.http_statuses))

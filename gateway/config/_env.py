@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from ._checks import Checker
+from ._checks import Checker, shown
 from .schema import ServerConfig
 
 PREFIX = "LLAMA_GATEWAY_"
@@ -42,6 +42,8 @@ def _typed(kind: Any, text: str) -> Any:
     kinds = typing.get_args(kind) or (kind,)
     if bool in kinds and text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if len(text) > 64:  # no sane number is this long (and int() refuses 4300+ digits)
+        return text
     if int in kinds:
         try:
             return int(text)
@@ -49,7 +51,7 @@ def _typed(kind: Any, text: str) -> Any:
             pass
     if float in kinds:
         try:
-            return float(text)
+            return float(text)  # "nan" and "inf" too: the number check refuses them
         except ValueError:
             pass
     return text
@@ -72,5 +74,5 @@ class EnvChecks(Checker):
                 head = f"server.{key}: "
                 if self.errors[i].startswith(head):
                     why = self.errors[i][len(head) :]
-                    self.errors[i] = f"{names[key]}: {why}, got {text!r} (server.{key})"
+                    self.errors[i] = f"{names[key]}: {why}, got {shown(text)} (server.{key})"
         return cfg

@@ -46,7 +46,7 @@ class FrontendChecks(Checker):
         sub = self.mapping(value, path, {"prefix"}, {})
         default = "/v1" if key == "openai" else ""
         prefix = self.string(sub, "prefix", path, default)
-        if not isinstance(prefix, str):
+        if not isinstance(prefix, str) or not self.clean(prefix, f"{path}.prefix"):
             return None
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             self.err(f"{path}.prefix", "must be empty or start with '/' and not end with '/'")

@@ -72,13 +72,16 @@ class _Loader(yaml.SafeLoader):
 
 
 def _guarded(kind: str, construct: Any) -> Any:
-    """A SafeConstructor method whose ValueError (an integer over the int-str limit,
-    `0x_`, 2001-02-30) becomes a positioned YAML error."""
+    """A SafeConstructor scalar method whose own exceptions (ValueError for an integer
+    over the int-str limit, `0x_` or 2001-02-30; IndexError, KeyError, AttributeError
+    for an empty `!!int`, `!!bool` or `!!timestamp`) become a positioned YAML error."""
 
     def constructor(loader: SafeConstructor, node: Node) -> Any:
         try:
             return construct(loader, node)
-        except ValueError:
+        except yaml.YAMLError:
+            raise
+        except Exception:
             value = str(getattr(node, "value", ""))
             what = (
                 f"{kind} with {len(value)} characters is too long"
@@ -90,15 +93,13 @@ def _guarded(kind: str, construct: Any) -> Any:
     return constructor
 
 
-_Loader.add_constructor(
-    "tag:yaml.org,2002:int", _guarded("integer", SafeConstructor.construct_yaml_int)
-)
-_Loader.add_constructor(
-    "tag:yaml.org,2002:float", _guarded("number", SafeConstructor.construct_yaml_float)
-)
-_Loader.add_constructor(
-    "tag:yaml.org,2002:timestamp", _guarded("date", SafeConstructor.construct_yaml_timestamp)
-)
+for _tag, _kind, _method in (
+    ("int", "integer", SafeConstructor.construct_yaml_int),
+    ("float", "number", SafeConstructor.construct_yaml_float),
+    ("bool", "boolean", SafeConstructor.construct_yaml_bool),
+    ("timestamp", "date", SafeConstructor.construct_yaml_timestamp),
+):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _guarded(_kind, _method))
 
 
 def _position(text: str, index: int) -> str:
