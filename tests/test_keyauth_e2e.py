@@ -129,3 +129,41 @@ async def test_front_door_requests_are_checked_against_the_routes_key_auth(gatew
         headers = {"Authorization": f"Bearer {ALICE}"}
         async with http.post(url(gw, "/v1/chat/completions"), json=body, headers=headers) as resp:
             assert resp.status == 200
+
+
+async def test_a_reload_swaps_consumers_for_new_requests(gateway, upstream, http):
+    from gateway.config import parse
+
+    gw, _ = await _gw(gateway, upstream)
+    async with http.post(url(gw), json=CHAT, headers={"apikey": ALICE}) as resp:
+        assert resp.status == 200
+    raw = {
+        "server": {"port": 0, "status_port": 0},
+        "routes": [
+            route(target(gw.config.routes[0].targets[0].options.upstream_url.url, ""),
+                  path="/chat", name="chat") | {"key_auth": {}},
+        ],
+        "consumers": [{"username": "carol", "keyauth_credentials": [{"key": "carol-key-1234"}]}],
+    }  # fmt: skip
+    await gw.reload(parse(raw, {}))
+    async with http.post(url(gw), json=CHAT, headers={"apikey": ALICE}) as resp:
+        assert resp.status == 401  # alice is gone
+    async with http.post(url(gw), json=CHAT, headers={"apikey": "carol-key-1234"}) as resp:
+        assert resp.status == 200
+
+
+async def test_the_ollama_client_sends_its_key_as_bearer(gateway, upstream):
+    import ollama
+
+    up = await upstream("ollama")
+    r = route(target(up, "/api/chat"), path="/chat", name="chat") | {"key_auth": {}}
+    gw = await gateway(r, consumers=CONSUMERS[:1], frontends={"ollama": {"prefix": ""}})
+    host = f"http://127.0.0.1:{gw.port}"
+    good = ollama.AsyncClient(host=host, headers={"Authorization": f"Bearer {ALICE}"})
+    out = await good.chat(model="llama2", messages=CHAT["messages"])
+    assert out.message.content
+    bad = ollama.AsyncClient(host=host)
+    with pytest.raises(ollama.ResponseError) as err:
+        await bad.chat(model="llama2", messages=CHAT["messages"])
+    assert err.value.status_code == 401
+    assert err.value.error == "No API key found in request"  # Ollama's {"error": "..."}
