@@ -16,6 +16,7 @@ from .adapters.base import Usage
 
 if TYPE_CHECKING:
     from .routing import Route, Target
+    from .security.keyauth import Credential
 
 # Outcomes (a small fixed set: metric label values).
 SUCCESS = "success"
@@ -73,6 +74,8 @@ class RequestRecord:
     # Values this request's answer and log lines must not show (the client's own key),
     # besides the route's configured secrets.
     secrets: tuple[str, ...] = ()
+    # key-auth's hide_credentials: where the client's key was, to keep it from upstreams.
+    hide: Credential | None = None
 
     @property
     def cost(self) -> float:

@@ -34,7 +34,7 @@ from .observe import Observer, RequestRecord
 from .replies import gateway_headers
 from .routing import Route, Target
 from .security.guard import RouteGuard
-from .security.keyauth import Credential, Rejected, without_param
+from .security.keyauth import Rejected, without_param
 from .security.ratelimit import Admitted, RateLimited
 
 log = logging.getLogger("llama_gateway")
@@ -252,7 +252,7 @@ class Gateway(Attempts):
         target.request.inject_body_auth(upstream_body, call.body)
         query = request.query
         drop = None
-        hide: Credential | None = request.get(HIDE)
+        hide = rec.hide
         if hide is not None:  # key-auth's hide_credentials: the key stays here
             if hide.query is not None:
                 query = without_param(query, hide.query)
@@ -299,15 +299,6 @@ class Gateway(Attempts):
         return att.dialect.error(status, message, gateway_headers(target, att.rec.attempts))
 
 
-# The credential to keep from upstreams (hide_credentials), on the server request
-# (typed keys are aiohttp ≥ 3.12; older ones take the string).
-HIDE: Any = (
-    web.RequestKey("llama_gateway.hide_credential", Credential)
-    if hasattr(web, "RequestKey")
-    else "llama_gateway.hide_credential"
-)
-
-
 async def _check(guard: RouteGuard, request: web.Request, rec: RequestRecord) -> Admitted | None:
     """Key-auth, then rate limits; both noted in the record (the metrics' and access
     log's view: who, and why refused)."""
@@ -320,7 +311,7 @@ async def _check(guard: RouteGuard, request: web.Request, rec: RequestRecord) ->
         rec.consumer = cred.consumer.username
         rec.secrets = (*rec.secrets, cred.key)
         if guard.key_auth is not None and guard.key_auth.cfg.hide_credentials:
-            request[HIDE] = cred
+            rec.hide = cred
     try:
         admitted = await guard.admit(request, cred)
     except RateLimited as exc:
