@@ -1,8 +1,10 @@
 """Structured access log: one JSON line per request, opt-in per target (Kong's
 `logging.log_statistics` / `log_payloads`), with Kong's `ai.proxy.meta/usage/payload`.
 
-Auth values never appear: headers are not logged at all and a body auth parameter is
-removed from logged payloads.
+Auth values never appear: headers are not logged at all, a body auth parameter is
+removed from the logged request, and every configured auth value and the client's own
+credential are redacted from both payloads and the error text (`redact.py`: an
+upstream's error page may echo the request it got).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .jsonutil import JSONDecodeError, dumps, loads
 from .observe import RequestRecord
+from .replies import MAX_MODEL_ECHO
 
 if TYPE_CHECKING:
+    from .redact import Redactor
     from .routing import Target
 
 ACCESS_LOGGER = "llama_gateway.access"
@@ -63,18 +67,21 @@ class AccessLog:
         proxy: dict[str, Any] = {
             "meta": {
                 "provider_name": "llama2",
-                "request_model": rec.request_model,
-                "response_model": rec.response_model,
+                "request_model": _bounded(rec.request_model),
+                "response_model": _bounded(rec.response_model),
                 "llm_latency": round((rec.upstream_latency or 0.0) * 1000, 3),
                 "request_mode": "stream" if rec.stream else "oneshot",
                 "route_type": rec.route.cfg.route_type,
             },
             "usage": usage,
         }
+        redactor = rec.route.redactor
+        if rec.secrets and (target.cfg.logging.log_payloads or rec.error):
+            redactor = redactor.with_extra(rec.secrets)
         if target.cfg.logging.log_payloads:
             proxy["payload"] = {
-                "request": _redacted(rec.request_body, target, rec.route.secrets),
-                "response": (rec.response_body or b"").decode("utf-8", "replace"),
+                "request": _redacted(rec.request_body, target, redactor),
+                "response": redactor.text((rec.response_body or b"").decode("utf-8", "replace")),
             }
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.wall_started))
@@ -90,9 +97,17 @@ class AccessLog:
             "latency_ms": round(rec.duration * 1000, 3),
             "ai": {"proxy": proxy},
         }
-        if rec.error:
-            entry["error"] = rec.error
+        if rec.error:  # ours, or an upstream's in-band error text
+            entry["error"] = redactor.text(rec.error)
         return dumps(entry)
+
+
+def _bounded(model: str | None) -> str | None:
+    """A client's `model` as logged: cut at MAX_MODEL_ECHO characters (a request may
+    name a model of any length; the log line need not carry all of it)."""
+    if model is None or len(model) <= MAX_MODEL_ECHO:
+        return model
+    return model[:MAX_MODEL_ECHO] + "…"
 
 
 def _tried(rec: RequestRecord) -> list[str]:
@@ -104,7 +119,7 @@ def _tried(rec: RequestRecord) -> list[str]:
     return names
 
 
-def _redacted(body: bytes | None, target: Target, secrets: tuple[str, ...]) -> str:
+def _redacted(body: bytes | None, target: Target, redactor: Redactor) -> str:
     if not body:
         return ""
     auth = target.cfg.auth
@@ -116,7 +131,5 @@ def _redacted(body: bytes | None, target: Target, secrets: tuple[str, ...]) -> s
         if isinstance(doc, dict) and auth.param_name in doc:
             doc[auth.param_name] = "[redacted]"
             body = dumps(doc)
-    text = body.decode("utf-8", "replace")
-    for secret in secrets:  # any of the route's keys, wherever a client pasted it
-        text = text.replace(secret, "[redacted]")
-    return text
+    # Any of the route's keys, wherever a client pasted it, in any form.
+    return redactor.text(body.decode("utf-8", "replace"))

@@ -25,11 +25,16 @@ from .failure import Failure, classify, status_failure, unreadable
 from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
 from .logs import event
 from .observe import FailedAttempt, RequestRecord
+from .redact import Redactor, credential
 from .replies import gateway_headers, success_headers
 from .routing import Route, Target
 from .streaming import AdapterBug, StreamEnd, relay_stream
 
+# The only upstream header values a client ever gets (with a non-200 passed through).
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
+# One of them with a byte aiohttp would refuse to write (a control character: the
+# client would get no answer at all) or re-encode (non-ASCII): not a usable answer.
+INVALID_HEADER = Failure("invalid_header", Reason.INVALID, "invalid upstream header value")
 # Exceptions an adapter's parse() must never raise: our bug, not the upstream's.
 _ADAPTER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 log = logging.getLogger("llama_gateway")
@@ -47,6 +52,7 @@ class Attempt:
     passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
     passthrough_raw: bytes = b""  # its body as the upstream sent it (for the access log)
     picked: TargetState | None = None  # the pick not yet reported (see `_report`)
+    credential_noted: bool = False  # the client's Authorization is in rec.secrets
 
 
 class Attempts:
@@ -68,12 +74,14 @@ class Attempts:
         """One attempt: send `data`, then answer, relay or classify the failure. Reports
         the pick with the attempt's outcome (see `_report`)."""
         att.sent_at = self.clock()
+        if target.cfg.logging.log_payloads:
+            _note_credential(request, att)  # the access log redacts it from both payloads
         resp: Response | None = None
         try:
             resp = await self._send(target.origin, data, route.timeout)
             att.headers_at = self.clock()
             if resp.status != 200:
-                return await self._non_200(route, target, resp, att)
+                return await self._non_200(request, route, target, resp, att)
             if call.stream:
                 return await self._stream(request, route, target, call, resp, att)
             body = await resp.read(route.cfg.max_response_body)
@@ -93,7 +101,9 @@ class Attempts:
         try:
             parsed = target.adapter.parse(call, target.cfg.options, body)
         except ResponseError as exc:
-            text = errors.transformation_failed(call.route_type, str(exc))
+            # The reason may quote the upstream (`ollama error: …`), which may quote us.
+            reason = _redactor(request, route, att).text(str(exc))
+            text = errors.transformation_failed(call.route_type, reason)
             return self._failed(route, target, unreadable(text), att)
         except _ADAPTER_BUGS as exc:
             return self._adapter_bug(route, target, call, att, exc)
@@ -137,13 +147,22 @@ class Attempts:
             return await self.pool.request(origin, data, timeouts, fresh=True)
 
     async def _non_200(
-        self, route: Route, target: Target, resp: Response, att: Attempt
+        self, request: web.Request, route: Route, target: Target, resp: Response, att: Attempt
     ) -> web.Response | Failure:
         """Upstream non-200: passed through (an error body in the client's dialect),
         unless failover applies (then the pass-through is kept in case no other target
-        answers)."""
+        answers). Secrets an upstream echoes are redacted from the body first."""
+        headers: dict[str, str] = {}
+        for name in _PASSTHROUGH_HEADERS:
+            value = resp.headers.get(name)
+            if value is not None:
+                if not _sendable(value):
+                    return self._failed(route, target, INVALID_HEADER, att)
+                headers[name] = value
         data = await resp.read(route.cfg.max_response_body)
-        headers = {k: resp.headers[k] for k in _PASSTHROUGH_HEADERS if k in resp.headers}
+        redactor = _redactor(request, route, att)
+        if redactor:
+            data = redactor.data(data)
         body = data
         if resp.status >= 400:
             body, reshaped = att.dialect.upstream_error(resp.status, data)
@@ -271,3 +290,28 @@ class Attempts:
                 failure=end.failure if not (end.cancelled or end.shutdown) else None,
             ),
         )
+
+
+def _sendable(value: str) -> bool:
+    """Printable ASCII (tab too, as RFC 9110 field values allow): what aiohttp writes
+    as it is. The parser already refuses control characters; this keeps that promise
+    where the values are copied, whatever parses them."""
+    return value.isascii() and (value.isprintable() or value.replace("\t", " ").isprintable())
+
+
+def _note_credential(request: web.Request, att: Attempt) -> None:
+    """Add the client's own Authorization credential to the request's secrets, once
+    (never sent upstream unless the target allows it, but an echo may show it)."""
+    if not att.credential_noted:
+        att.credential_noted = True
+        value = request.headers.get("Authorization")
+        secret = credential(value) if value else ""
+        if secret:
+            att.rec.secrets = (*att.rec.secrets, secret)
+
+
+def _redactor(request: web.Request, route: Route, att: Attempt) -> Redactor:
+    """The route's redactor with this request's client credentials."""
+    _note_credential(request, att)
+    secrets = att.rec.secrets
+    return route.redactor.with_extra(secrets) if secrets else route.redactor

@@ -11,6 +11,7 @@ from . import errors
 from .adapters.base import Call
 from .config import CHAT, COMPLETIONS, EMBEDDINGS, RouteConfig
 from .errors import GatewayError
+from .jsondepth import TOO_DEEP, too_deep
 from .jsonutil import JSONDecodeError, loads
 
 
@@ -60,6 +61,8 @@ def parse_body(raw: bytes, route_type: str) -> dict[str, Any]:
         body = None
     if not isinstance(body, dict):
         raise GatewayError(400, errors.NO_PROMPTS)
+    if too_deep(raw, body):
+        raise GatewayError(400, TOO_DEEP)
     check_shape(body, route_type)
     return body
 

@@ -108,6 +108,10 @@ class RequestTemplate:
         fixed = _field("Content-Type", "application/json") + _field("Accept-Encoding", "identity")
         self.auth_field: bytes | None = None  # an allow_override header, sent when absent
         self.auth_name = b""  # its lower-cased name
+        if not auth.allow_override:
+            # The client's Authorization is for us (or an SDK's dummy key, or a key for
+            # another service): never the upstream's business unless the target says so.
+            drop.add(b"authorization")
         if auth.header_name is not None and auth.header_value is not None:
             line = _field(auth.header_name, auth.header_value)
             if auth.allow_override:

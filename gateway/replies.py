@@ -12,6 +12,9 @@ from .errors import error_body
 
 # What a path resolves to (front doors register theirs by exact path).
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The longest client `model` (characters) echoed in X-Kong-LLM-Model; a longer one is
+# not echoed at all (a cut name would name no model). Only printable ones get this far.
+MAX_MODEL_ECHO = 256
 
 if TYPE_CHECKING:
     from .adapters.base import Call
@@ -43,7 +46,10 @@ def success_headers(
         "X-Gateway-Attempts": str(rec.attempts),
     }
     if route.cfg.model_name_header:
-        headers["X-Kong-LLM-Model"] = target.model_header or f"llama2/{call.model}"
+        if target.model_header is not None:
+            headers["X-Kong-LLM-Model"] = target.model_header
+        elif call.model is not None and len(call.model) <= MAX_MODEL_ECHO:
+            headers["X-Kong-LLM-Model"] = f"llama2/{call.model}"
     if rec.extra_headers is not None:  # rate-limit headers of an admitted request
         headers.update(rec.extra_headers)
     return headers

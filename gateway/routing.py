@@ -27,6 +27,7 @@ from .events import circuit_hook
 from .failure import timeouts
 from .http1 import Origin, Timeouts
 from .outbound import RequestTemplate, origin_of
+from .redact import Redactor
 
 if TYPE_CHECKING:
     from .security.guard import RouteGuard
@@ -75,6 +76,7 @@ class Route:
     balancer: Balancer
     timeout: Timeouts
     secrets: tuple[str, ...]
+    redactor: Redactor  # the targets' auth values out of echoed bodies (redact.py)
     admission: Admission | None = None  # when any target has a capacity
     # Model-based candidate sets, as balancer states.
     by_alias: dict[str, list[TargetState]] = field(default_factory=dict)
@@ -138,12 +140,14 @@ def build_route(
     carried = kept or {}
     targets = [_make_target(t, i, carried.get(i)) for i, t in enumerate(cfg.targets)]
     states = [t.state for t in targets]
+    secrets = cfg.secrets()
     route = Route(
         cfg=cfg,
         targets=targets,
         balancer=make_balancer(cfg.balancer.algorithm, states, clock, _balancer_options(cfg)),
         timeout=timeouts(cfg.balancer),
-        secrets=cfg.secrets(),
+        secrets=secrets,
+        redactor=Redactor(secrets),
     )
     # Breaker transitions become log events; nothing runs while the state holds.
     route.balancer.breaker.on_change = circuit_hook(cfg.name, route.balancer.options.fail_timeout)

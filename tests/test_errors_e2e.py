@@ -663,8 +663,9 @@ async def test_a_501_counts_everywhere_like_a_500(upstream, gateway, http) -> No
 async def test_requests_that_cannot_be_serialised_leave_no_pick_behind(
     upstream, gateway, http
 ) -> None:
-    """A body orjson cannot write (nested deeper than it writes) and a tuning value the
-    raw adapter cannot compare both end as our 500; the pick is released, never leaked."""
+    """A body nested deeper than orjson writes is refused before any pick (400, see
+    test_faults.py); a tuning value the raw adapter cannot compare ends as our 500. No
+    pick is leaked either way."""
     openai_up = await upstream("openai")
     raw_up = await upstream("tgi")
     gw = await gateway(
@@ -678,13 +679,17 @@ async def test_requests_that_cannot_be_serialised_leave_no_pick_behind(
     deep: Any = []
     for _ in range(300):
         deep = [deep]
-    for path, body in (
-        ("/o", {"messages": CHAT, "x": deep}),
-        ("/r", {"prompt": "p", "temperature": "warm"}),
+    for path, body, answer in (
+        (
+            "/o",
+            {"messages": CHAT, "x": deep},
+            (400, "request body is nested too deeply (limit 128)"),
+        ),
+        ("/r", {"prompt": "p", "temperature": "warm"}, (500, "internal gateway error")),
     ):
         for _ in range(3):
             status, data, _ = await post(http, url(gw, path), body)
-            assert (status, msg(data)) == (500, "internal gateway error")
+            assert (status, msg(data)) == answer
     for r in gw.router.routes:
         s = r.targets[0].state
         assert (s.in_flight, s.requests, s.failures) == (0, 0, 0)

@@ -21,6 +21,7 @@ from ..config import CHAT, COMPLETIONS, EMBEDDINGS
 from ..dialect import JSON, Dialect, upstream_error_text
 from ..errors import GatewayError
 from ..intake import read_body
+from ..jsondepth import TOO_DEEP, too_deep
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from ..replies import Handler
@@ -166,6 +167,9 @@ class OllamaFront:
             if not isinstance(obj, dict):
                 self.rejected("bad_request")
                 return ollama_error(400, "invalid JSON body: expected an object")
+            if too_deep(raw, obj):
+                self.rejected("bad_request")
+                return ollama_error(400, TOO_DEEP)
             try:
                 resp: web.StreamResponse = await handler(request, obj, raw)
             except req.BadRequest as exc:

@@ -19,6 +19,7 @@ from ..config import CHAT, COMPLETIONS, EMBEDDINGS
 from ..dialect import JSON, OPENAI
 from ..errors import GatewayError
 from ..intake import read_body
+from ..jsondepth import TOO_DEEP, too_deep
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from ..replies import Handler
@@ -111,6 +112,9 @@ class OpenAIFront:
             self.rejected("bad_request")
             no_valid = errors.NO_INPUT if route_type == EMBEDDINGS else errors.NO_PROMPTS
             return OPENAI.error(400, no_valid)
+        if too_deep(raw, body):
+            self.rejected("bad_request")
+            return OPENAI.error(400, TOO_DEEP)
         model = body.get("model")
         route, name = self.catalog.route_for(route_type, model)
         if route is None:
