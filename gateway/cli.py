@@ -68,10 +68,18 @@ def _load(path: str) -> Config | None:
     try:
         return load_file(path)
     except ConfigError as exc:
-        print(f"{path}: invalid configuration:", file=sys.stderr)
+        print(f"{_shown(path)}: invalid configuration:", file=sys.stderr)
         for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
+            print(f"  {_shown(line)}", file=sys.stderr)
         return None
+
+
+def _shown(text: str) -> str:
+    """`text` with control characters escaped: the validator quotes what it echoes,
+    and this keeps a terminal safe from anything that slipped through (or a file name)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
