@@ -7,7 +7,9 @@ and the access log as the `response` payload. A `Redactor` replaces each secret 
 with `[redacted]`, in every form an echo shows it in: as sent, URL-encoded (a query
 echo: percent-encoded as we send it, or fully, with `+` or `%20` for a space, upper or
 lower-case hex) and JSON-escaped (a body echo, by orjson's rules or with `\\uXXXX` and
-`\\/` as other serialisers write them).
+`\\/` as other serialisers write them), also twice (our JSON body inside a JSON error
+page). A secret of letters, digits, `-` and `_` has one form; one with spaces, quotes,
+slashes or non-ASCII characters a few dozen at most.
 
 Each route's redactor is built once, when its config is loaded (`routing.Route`); the
 client's own credential is added per request (`Redactor.with_extra`), and only when
@@ -46,11 +48,20 @@ def forms(secret: str) -> set[str]:
     ):
         out.add(encoded)
         out.add(_HEX.sub(lambda m: m.group().lower(), encoded))
-    for escaped in (dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1]):
-        out.add(escaped)
-        out.add(escaped.replace("/", "\\/"))
+    # JSON-escaped once (a body echo, or a query echo in a JSON page), and twice (the
+    # JSON body we sent, quoted inside the JSON error page that echoes it).
+    level = out
+    for _ in range(2):
+        level = {e for form in level for e in _json_escaped(form)}
+        out |= level
     out.discard("")
     return out
+
+
+def _json_escaped(text: str) -> tuple[str, ...]:
+    plain = dumps(text).decode()[1:-1]
+    ascii_only = json.dumps(text)[1:-1]
+    return plain, ascii_only, plain.replace("/", "\\/"), ascii_only.replace("/", "\\/")
 
 
 def credential(authorization: str) -> str:
