@@ -12,11 +12,12 @@ import hashlib
 import weakref
 from typing import Any
 
-from .config import CHAT, COMPLETIONS, EMBEDDINGS, RouteConfig
-from .frontends.ollama import OLLAMA_VERSION
-from .frontends.openai import ENDPOINTS as _OPENAI_ENDPOINTS
-from .openapi_schemas import COMPONENTS, Schema, ref
-from .runtime import Runtime
+from ..config import CHAT, COMPLETIONS, EMBEDDINGS, RouteConfig
+from ..frontends.ollama import OLLAMA_VERSION
+from ..frontends.openai import ENDPOINTS as _OPENAI_ENDPOINTS
+from ..runtime import Runtime
+from . import ollama
+from .schemas import BASE, Schema, ref
 
 OPENAPI_VERSION = "3.0.3"
 _JSON = "application/json"
@@ -67,10 +68,11 @@ def _body(schema: str) -> dict[str, Any]:
     return {"required": True, "content": {_JSON: {"schema": ref(schema)}}}
 
 
-def _error_responses() -> dict[str, Any]:
+def _error_responses(with_ollama: bool) -> dict[str, Any]:
     """Shared responses (`components.responses`): one per status and error shape."""
     out: dict[str, Any] = {}
-    for prefix, schema in (("", "Error"), ("Ollama", "OllamaError")):
+    shapes = [("", "Error")] + [("Ollama", "OllamaError")] * with_ollama
+    for prefix, schema in shapes:
         body = {_JSON: {"schema": ref(schema)}}
         for code, text in _ERRORS.items():
             out[f"{prefix}Error{code}"] = {"description": text, "content": body}
@@ -167,7 +169,11 @@ class _Builder:
             host = f"[{s.host}]" if ":" in s.host else s.host
             doc["servers"] = [{"url": f"http://{host}:{s.port}", "description": "as configured"}]
         doc["paths"] = self.paths
-        components: dict[str, Any] = {"schemas": COMPONENTS, "responses": _error_responses()}
+        with_ollama = self.rt.config.frontends.ollama is not None
+        components: dict[str, Any] = {
+            "schemas": {**BASE, **ollama.COMPONENTS} if with_ollama else BASE,
+            "responses": _error_responses(with_ollama),
+        }
         schemes = {k: v for c in self.cfgs for k, v in _key_schemes(c).items()}
         if schemes:
             components["securitySchemes"] = schemes

@@ -1,0 +1,86 @@
+"""schemathesis against the OpenAPI document the gateway serves (`GET /openapi.json` on
+the status listener), sent to the proxy listener.
+
+Every operation of the document (routes, model listings, both front doors) gets
+generated requests, valid and invalid by the document's schemas. Checks: no 5xx, the
+status, Content-Type, headers and body of every answer as documented (errors included).
+Derandomized and bounded; `LLAMA_GATEWAY_FUZZ_EXAMPLES` raises the bound.
+
+Each operation runs as its own hypothesis test inside one pytest test: schemathesis'
+pytest integration (`from_fixture`) needs a pytest internal that pytest 9 dropped, and
+the operations are only known once the gateway serves its document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from fuzz_kit import EXAMPLES, LiveGateway
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+PER_OPERATION = max(EXAMPLES // 6, 10)  # per operation and generation mode
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveGateway]:
+    gw = LiveGateway().start()
+    yield gw
+    gw.stop()
+
+
+def _run(operation: Any, mode: GenerationMode, base_url: str, session: requests.Session) -> None:
+    @settings(
+        max_examples=PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: schemathesis.Case) -> None:
+        case.call_and_validate(base_url=base_url, session=session, checks=CHECKS, timeout=10)
+
+    run()
+
+
+def test_schemathesis(live: LiveGateway) -> None:
+    url = f"http://127.0.0.1:{live.status_port}/openapi.json"
+    document = requests.get(url, timeout=10).json()
+    schema = schemathesis.openapi.from_url(url)
+    base_url = f"http://127.0.0.1:{live.port}"
+    operations = [result.ok() for result in schema.get_all_operations()]
+    documented = sum(len(methods) for methods in document["paths"].values())
+    assert len(operations) == documented > 10
+    failures: list[str] = []
+    with requests.Session() as session:
+        for op in operations:
+            # Negative cases need something to make invalid: a body (a path parameter
+            # of type string has no invalid value).
+            has_body = "requestBody" in document["paths"][op.path][op.method]
+            modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * has_body
+            for mode in modes:
+                try:
+                    _run(op, mode, base_url, session)
+                except (Exception, BaseExceptionGroup) as exc:  # all operations run, then
+                    failures.append(f"{op.label} ({mode.value}): {exc}")  # failures are listed
+    assert not failures, json.dumps(failures, indent=1)
