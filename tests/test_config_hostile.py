@@ -332,6 +332,13 @@ def test_yaml_errors_do_not_quote_the_line() -> None:
     text = yaml.safe_dump(doc()) + f'x: "Bearer {SECRET}\n'
     (err,) = text_errors(text)
     assert err.startswith("invalid YAML at line ") and SECRET not in err
+    # `*` typed before a value makes it an alias, which PyYAML's message would name.
+    text = yaml.safe_dump(doc()) + f"x: *{SECRET}\n"
+    assert text_errors(text) == ["invalid YAML at line 14, column 4: found undefined alias '…'"]
+    assert text_errors("a: [\t]") == [
+        "invalid YAML at line 1, column 5: found character '\\t' that cannot start any token "
+        "(while scanning for the next token)"
+    ]
 
 
 # ---- files ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ deep, self-referencing or enormous once expanded although its text is small. Aft
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -108,9 +109,24 @@ def _position(text: str, index: int) -> str:
     return f"line {line}, column {column}"
 
 
+# A quoted fragment PyYAML's messages may keep: one character (or its escape), or a
+# token name like '<block end>'. Anything longer (an alias, anchor or tag name) is text
+# from the file, which may be part of a secret: `*` typed before one makes it an alias.
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'" + r'|"((?:[^"\\]|\\.)*)"')
+_KEEP = re.compile(r"(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4}|\\U[0-9a-f]{8}|\\.|<[a-z ]+>)", re.S)
+
+
+def _unquoted(message: str) -> str:
+    def keep(m: re.Match[str]) -> str:
+        inner = m[1] if m[1] is not None else m[2]
+        return m[0] if _KEEP.fullmatch(inner) else "'…'"
+
+    return _QUOTED.sub(keep, message)
+
+
 def _describe(exc: yaml.YAMLError, text: str) -> str:
-    """PyYAML's error without its snippet of the offending line: that line may hold a
-    secret (an unterminated `header_value: "Bearer …`)."""
+    """PyYAML's error without its snippet of the offending line, nor quoted names from
+    it: that line may hold a secret (an unterminated `header_value: "Bearer …`)."""
     if isinstance(exc, yaml.reader.ReaderError):
         ch = exc.character
         code = ch if isinstance(ch, int) else ord(ch) if isinstance(ch, str) and ch else 0
@@ -126,8 +142,8 @@ def _describe(exc: yaml.YAMLError, text: str) -> str:
             cm = exc.context_mark
             since = f" from line {cm.line + 1}" if cm is not None and cm is not mark else ""
             what += f" ({exc.context}{since})"
-        return f"invalid YAML{where}: {what}"
-    return f"invalid YAML: {exc}"
+        return f"invalid YAML{where}: {_unquoted(what)}"
+    return f"invalid YAML: {_unquoted(str(exc))}"
 
 
 def load_yaml(text: str) -> Any:
