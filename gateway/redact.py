@@ -33,12 +33,16 @@ _BMARK = MARK.encode()
 # the unreserved characters; a space becomes `+`.
 _YARL_QUERY_SAFE = "/?:@!$'()*,"
 _HEX = re.compile(r"%[0-9A-F]{2}")
+# Characters that every URL and JSON encoding leaves as they are.
+_PLAIN = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 def forms(secret: str) -> set[str]:
     """`secret` as an echo may show it (see the module doc). Empty for an empty one."""
     if not secret:
         return set()
+    if _PLAIN.fullmatch(secret):  # most keys: nothing encodes them differently
+        return {secret}
     out = {secret}
     for encoded in (
         quote(secret, safe=""),
@@ -80,18 +84,12 @@ class Redactor:
     __slots__ = ("_bytes", "_secrets", "_str")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: tuple[str, ...] = ()
-        self._str: tuple[str, ...] = ()
-        self._bytes: tuple[bytes, ...] = ()
-        self._add(secrets, set())
+        self._secrets = tuple(dict.fromkeys(s for s in secrets if s))
+        self._needles(set().union(*map(forms, self._secrets)))
 
-    def _add(self, secrets: Iterable[str], needles: set[str]) -> None:
-        new = [s for s in dict.fromkeys(secrets) if s and s not in self._secrets]
-        for s in new:
-            needles |= forms(s)
-        self._secrets += tuple(new)
+    def _needles(self, needles: set[str]) -> None:
         # Longest first: only the order of the scans (overlaps are merged either way).
-        self._str = tuple(sorted(needles, key=lambda n: (-len(n), n)))
+        self._str = tuple(sorted(needles, key=len, reverse=True))
         self._bytes = tuple(n.encode() for n in self._str)
 
     def __bool__(self) -> bool:
@@ -100,11 +98,12 @@ class Redactor:
     def with_extra(self, extra: tuple[str, ...]) -> Redactor:
         """This redactor plus per-request secrets (itself when there are none new);
         only the new ones' forms are computed."""
-        if all(not s or s in self._secrets for s in extra):
+        new = [s for s in extra if s and s not in self._secrets]
+        if not new:
             return self
-        out = Redactor()
-        out._secrets = self._secrets
-        out._add(extra, set(self._str))
+        out = Redactor.__new__(Redactor)
+        out._secrets = (*self._secrets, *new)
+        out._needles(set(self._str).union(*map(forms, new)))
         return out
 
     def text(self, text: str) -> str:
