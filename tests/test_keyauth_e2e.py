@@ -167,3 +167,65 @@ async def test_the_ollama_client_sends_its_key_as_bearer(gateway, upstream):
         await bad.chat(model="llama2", messages=CHAT["messages"])
     assert err.value.status_code == 401
     assert err.value.error == "No API key found in request"  # Ollama's {"error": "..."}
+
+
+async def _two_routes(gateway, upstream, protect_open: bool = False):
+    """`open-model` on an open route, `secret-model` behind key-auth; both doors on."""
+    up = await upstream("ollama")
+    open_r = route(target(up, "/api/chat", name="open-model"), path="/v1/open/chat/completions",
+                   name="open")  # fmt: skip
+    secret = route(target(up, "/api/chat", name="secret-model"), path="/secret", name="secret")
+    secret["key_auth"] = {}
+    if protect_open:
+        open_r["key_auth"] = {}
+    doors = {"openai": {"prefix": "/v1"}, "ollama": {"prefix": ""}}
+    return await gateway(open_r, secret, consumers=CONSUMERS[:1], frontends=doors)
+
+
+async def test_listings_show_protected_models_only_to_a_good_key(gateway, upstream, http):
+    gw = await _two_routes(gateway, upstream)
+    key = {"Authorization": f"Bearer {ALICE}"}
+    async with http.get(url(gw, "/v1/models")) as resp:
+        assert [m["id"] for m in (await resp.json())["data"]] == ["open-model"]
+    async with http.get(url(gw, "/v1/models"), headers=key) as resp:
+        assert [m["id"] for m in (await resp.json())["data"]] == ["open-model", "secret-model"]
+    async with http.get(url(gw, "/api/tags")) as resp:
+        assert [m["name"] for m in (await resp.json())["models"]] == ["open-model"]
+    async with http.get(url(gw, "/api/tags"), headers=key) as resp:
+        assert len((await resp.json())["models"]) == 2
+    async with http.get(url(gw, "/v1/models/secret-model")) as resp:
+        assert resp.status == 404
+    async with http.get(url(gw, "/v1/models/secret-model"), headers=key) as resp:
+        assert resp.status == 200
+    async with http.post(url(gw, "/api/show"), json={"model": "secret-model"}) as resp:
+        assert resp.status == 401
+        assert (await resp.json()) == {"error": "No API key found in request"}
+    # A "not found" answer does not list what the client may not see.
+    body = {"model": "nope", "messages": CHAT["messages"]}
+    async with http.post(url(gw, "/v1/chat/completions"), json=body) as resp:
+        assert resp.status == 404
+        assert "secret-model" not in await resp.text()
+    async with http.post(url(gw, "/api/chat"), json=body) as resp:
+        assert resp.status == 404
+        assert "secret-model" not in await resp.text()
+    # Ollama's warm-up (empty messages) answers without an upstream: still key-checked.
+    warm = {"model": "secret-model", "messages": []}
+    async with http.post(url(gw, "/api/chat"), json=warm) as resp:
+        assert resp.status == 401
+
+
+async def test_all_protected_listings_refuse_instead_of_listing_nothing(gateway, upstream, http):
+    gw = await _two_routes(gateway, upstream, protect_open=True)
+    async with http.get(url(gw, "/v1/models"), headers={"apikey": "wrong"}) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["message"] == "Unauthorized"
+    async with http.get(url(gw, "/v1/open/models")) as resp:  # a route path's sibling list
+        assert resp.status == 401
+    async with http.get(url(gw, "/v1/open/models"), headers={"apikey": ALICE}) as resp:
+        assert [m["id"] for m in (await resp.json())["data"]] == ["open-model"]
+    base = f"http://127.0.0.1:{gw.port}/v1"
+    async with openai.AsyncOpenAI(base_url=base, api_key="wrong", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError):
+            await client.models.list()
+    async with openai.AsyncOpenAI(base_url=base, api_key=ALICE, max_retries=0) as client:
+        assert {m.id async for m in client.models.list()} == {"open-model", "secret-model"}

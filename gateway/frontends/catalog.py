@@ -9,7 +9,7 @@ model. Listings show the named models and the discovered ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -117,9 +117,12 @@ class Catalog:
                 out.append(e)
         return out
 
-    def names(self, route_type: str | None = None) -> list[str]:
-        """Distinct model ids, sorted (for "not found" messages)."""
-        return sorted({e.id for e in self.entries(route_type)})
+    def names(
+        self, route_type: str | None = None, keep: Callable[[Route], bool] | None = None
+    ) -> list[str]:
+        """Distinct model ids, sorted (for "not found" messages); with `keep`, only
+        those of the routes it keeps (what this client may see)."""
+        return sorted({e.id for e in self.entries(route_type) if keep is None or keep(e.route)})
 
 
 def no_count(reason: str) -> None:

@@ -25,6 +25,8 @@ from ..jsondepth import TOO_DEEP, too_deep
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from ..replies import Handler
+from ..security.keyauth import Rejected
+from ..security.listing import opens, refusal, visible
 from . import ollama_request as req
 from .catalog import Catalog, ModelEntry, _twin, no_count
 from .ollama_response import (
@@ -190,15 +192,21 @@ class OllamaFront:
         return wrapped
 
     def _not_found(
-        self, model: str, kind: str | None = None, types: tuple[str, ...] = ()
+        self,
+        request: web.Request,
+        model: str,
+        kind: str | None = None,
+        types: tuple[str, ...] = (),
     ) -> web.Response:
-        """404 listing the models for `types` (all models without). A model only other
-        route types serve is Ollama's 400 `"x" does not support <kind>` instead."""
+        """404 listing the models for `types` (all models without) that this client may
+        see. A model only other route types serve is Ollama's 400 `"x" does not support
+        <kind>` instead."""
+        keep = opens(request)
         if not types:
-            names = self.catalog.names()
+            names = self.catalog.names(keep=keep)
         else:
-            names = sorted({n for rt in types for n in self.catalog.names(rt)})
-            elsewhere = set(self.catalog.names()) - set(names)
+            names = sorted({n for rt in types for n in self.catalog.names(rt, keep)})
+            elsewhere = set(self.catalog.names(keep=keep)) - set(names)
             if model in elsewhere or _twin(model) in elsewhere:
                 self.rejected("unsupported")
                 return ollama_error(400, f"{dumps(model).decode()} does not support {kind}")
@@ -218,8 +226,11 @@ class OllamaFront:
                 conv = req.generate_as_chat(conv)
         if route is None:
             types = (COMPLETIONS, CHAT) if kind == "generate" else (conv.route_type,)
-            return self._not_found(model, _KIND_WORDS[kind], types)
+            return self._not_found(request, model, _KIND_WORDS[kind], types)
         if conv.warm_up:
+            why = refusal(request, route)  # the pipeline's key check is not reached
+            if why is not None:
+                return ollama_error(why.status, why.message, why.headers)
             return web.Response(body=dumps(warm_up_answer(kind, model)), content_type=JSON)
         if name is not None and name != model:
             conv.body["model"] = name
@@ -259,14 +270,22 @@ class OllamaFront:
         }
 
     async def tags(self, request: web.Request) -> web.Response:
-        models = [self._model(e) for e in self.catalog.unique()]
+        try:
+            entries = visible(request, self.catalog.entries())
+        except Rejected as exc:
+            return ollama_error(exc.status, exc.message, exc.headers)
+        models = [self._model(e) for e in self.catalog.unique(entries)]
         return web.Response(body=dumps({"models": models}), content_type=JSON)
 
     async def ps(self, request: web.Request) -> web.Response:
         """Models in memory as discovery saw them, and configured models (a configured
         name is served by a target that is up; its server's memory is not known)."""
+        try:
+            entries = visible(request, self.catalog.entries())
+        except Rejected as exc:
+            return ollama_error(exc.status, exc.message, exc.headers)
         models = []
-        for e in self.catalog.unique():
+        for e in self.catalog.unique(entries):
             if e.loaded is False:
                 continue
             if e.loaded is None and not any(t.state.healthy for t in e.route.targets):
@@ -280,9 +299,14 @@ class OllamaFront:
             raise req.BadRequest("model is required")
         types = set()
         tools = False
+        refused: Rejected | None = None
         for rt in (CHAT, COMPLETIONS, EMBEDDINGS):
             route, name = self.catalog.route_for(rt, model)
             if route is None or route.cfg.route_type != rt:
+                continue
+            why = refusal(request, route)
+            if why is not None:  # behind key-auth, and this request's key does not open it
+                refused = refused or why
                 continue
             types.add(rt)
             known = name or model  # `x:latest` is the route's `x`
@@ -294,7 +318,9 @@ class OllamaFront:
             if rt == CHAT and any(t.adapter.format != "raw" for t in serving):
                 tools = True  # Ollama and OpenAI servers take tools; raw ones cannot
         if not types:
-            return self._not_found(model)
+            if refused is not None:
+                return ollama_error(refused.status, refused.message, refused.headers)
+            return self._not_found(request, model)
         capabilities = []
         if types & {CHAT, COMPLETIONS}:
             capabilities.append("completion")

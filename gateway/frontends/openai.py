@@ -23,6 +23,8 @@ from ..jsondepth import TOO_DEEP, too_deep
 from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from ..replies import Handler
+from ..security.keyauth import Rejected
+from ..security.listing import opens, refusal, visible
 from .catalog import Catalog, ModelEntry, no_count
 
 if TYPE_CHECKING:
@@ -122,7 +124,7 @@ class OpenAIFront:
                 self.rejected("bad_request")
                 return OPENAI.error(400, errors.NO_MODEL)
             self.rejected("unknown_model")
-            return model_not_found(model, self.catalog.names(route_type))
+            return model_not_found(model, self.catalog.names(route_type, opens(request)))
         if name is not None and name != model:
             body["model"] = name  # `x` for `x:latest`: the name the route knows
         return await self._gateway().handle(request, route, Prepared(raw, body, OPENAI))
@@ -130,7 +132,11 @@ class OpenAIFront:
     async def list_models(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
             return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
-        return model_list(self.catalog.unique(), self.created)
+        try:
+            entries = visible(request, self.catalog.entries())
+        except Rejected as exc:
+            return OPENAI.error(exc.status, exc.message, exc.headers)
+        return model_list(self.catalog.unique(entries), self.created)
 
     async def get_model(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
@@ -138,12 +144,16 @@ class OpenAIFront:
         model = request.path[len(self.model_path) :]
         if not model:
             return await self.list_models(request)  # `{prefix}/models/`
-        for e in self.catalog.entries():
+        try:
+            entries = visible(request, self.catalog.entries())
+        except Rejected as exc:
+            return OPENAI.error(exc.status, exc.message, exc.headers)
+        for e in entries:
             if e.id == model:
                 body = dumps(model_object(e, self.created))
                 return web.Response(body=body, content_type=JSON)
         self.rejected("unknown_model")
-        return model_not_found(model, self.catalog.names())
+        return model_not_found(model, self.catalog.names(keep=opens(request)))
 
 
 def sibling_lists(routes: list[Route], taken: set[str]) -> dict[str, Route]:
@@ -163,5 +173,10 @@ def sibling_lists(routes: list[Route], taken: set[str]) -> dict[str, Route]:
     return out
 
 
-def route_models(route: Route, catalog: Catalog, created: int) -> web.Response:
+def route_models(
+    request: web.Request, route: Route, catalog: Catalog, created: int
+) -> web.Response:
+    why = refusal(request, route)
+    if why is not None:
+        return OPENAI.error(why.status, why.message, why.headers)
     return model_list(catalog.unique([e for e in catalog.entries() if e.route is route]), created)
