@@ -50,9 +50,9 @@ class Attempt:
     sent_at: float = 0.0
     headers_at: float = 0.0
     passthrough: web.Response | None = None  # last upstream non-200, answered if no retry
-    passthrough_raw: bytes = b""  # its body as the upstream sent it (for the access log)
+    passthrough_raw: bytes = b""  # its body as the upstream sent it, secrets redacted
     picked: TargetState | None = None  # the pick not yet reported (see `_report`)
-    credential_noted: bool = False  # the client's Authorization is in rec.secrets
+    credential_noted: bool = False  # the client's Authorization was added to rec.secrets
 
 
 class Attempts:
