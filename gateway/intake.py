@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import errors
+from . import clientconn, errors
 from .adapters.base import Call
 from .config import CHAT, COMPLETIONS, EMBEDDINGS, RouteConfig
 from .errors import GatewayError
@@ -19,10 +19,26 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, or 413 as soon as it is known to exceed `limit` (0 = none).
 
     The limit is the route's own (it may change on a reload), so it is enforced here
-    while reading rather than by the application-wide `client_max_size`."""
+    while reading rather than by the application-wide `client_max_size`. A body still
+    to come is read under the connection's watch (clientconn: `100 Continue` when owed,
+    `client_body_timeout` between reads → 408, malformed framing → 400)."""
     length = request.content_length
     if limit and length is not None and length > limit:
+        clientconn.body_refused(request)
         raise GatewayError(413, errors.BODY_TOO_LARGE)
+    if request.content.is_eof():  # all there already (the usual small body): no wait
+        return await _read_body(request, limit, length)
+    conn = clientconn.await_body(request)
+    try:
+        return await _read_body(request, limit, length)
+    except clientconn.BodyError as exc:
+        raise GatewayError(exc.status, exc.message) from None
+    finally:
+        if conn is not None:
+            conn.body_done()
+
+
+async def _read_body(request: web.Request, limit: int, length: int | None) -> bytes:
     if not limit or length is not None:
         # Content-Length is within the limit and the parser stops at it.
         return await request.read()

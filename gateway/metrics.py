@@ -17,6 +17,7 @@ from prometheus_client.utils import floatToGoString
 from balancers import Reason
 
 from . import observe
+from .clientconn import REASONS as CLIENT_REASONS
 from .fastmetrics import Counter, CounterChild, Histogram, HistogramChild
 from .livemetrics import PREFIX, PoolCollector, TargetCollector
 from .observe import RequestRecord
@@ -240,6 +241,22 @@ class Metrics:
             "1 when the last reload attempt succeeded (or none failed since start), else 0.",
             registry=reg,
         )
+        self.client_rejected = Counter(
+            PREFIX + "client_connections_rejected",
+            "Client connections the proxy listener ended or refused, by reason: "
+            "max_connections (503), idle_timeout (no byte within client_header_timeout), "
+            "header_timeout, body_timeout (408), bad_request (unparsable request), "
+            "content_encoding (415), expectation (417).",
+            ("reason",),
+            registry=reg,
+        )
+        for reason in CLIENT_REASONS:
+            self.client_rejected.labels(reason)  # zeros, not gaps
+        self.client_connections = Gauge(
+            PREFIX + "client_connections",
+            "Open client connections on the proxy listener.",
+            registry=reg,
+        )
         self.kong_requests = Counter(
             "kong_ai_llm_requests",
             "AI requests total per ai_model in Kong",
@@ -401,6 +418,16 @@ class Metrics:
 
         def count(reason: str) -> None:
             family.labels(frontend, reason).inc()
+
+        return count
+
+    def client_counter(self) -> Callable[[str], None]:
+        """The counter the proxy listener calls with the reason of each connection it
+        ends or refuses on the client's account (gateway/clientconn.py)."""
+        children = {r: self.client_rejected.labels(r) for r in CLIENT_REASONS}
+
+        def count(reason: str) -> None:
+            children[reason].inc()
 
         return count
 

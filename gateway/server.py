@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import errors, events, openapi, requestid
+from . import errors, events, openapi
 from .accesslog import AccessLog
+from .clientconn import ClientServer, fd_headroom
+from .clientreq import ProxyRequest
 from .config import Config
 from .config.schema import ServerConfig
 from .frontends import Catalog, route_models
@@ -66,7 +68,7 @@ class GatewayServer:
         self.access_log = AccessLog()
         self.runtime = self._runtime(config, routes)
         self._reloading = asyncio.Lock()
-        self._proxy_runner: web.AppRunner | None = None
+        self._proxy_runner: web.ServerRunner | None = None
         self._status_runner: web.AppRunner | None = None
         self.port = 0
         self.status_port = 0
@@ -104,13 +106,24 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ apps
 
-    def proxy_app(self) -> web.Application:
-        # Body limits are per route (and may change on reload): `read_body` enforces
-        # them while reading, so aiohttp's application-wide cap is off.
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self._proxy)
-        app.on_response_prepare.append(requestid.on_prepare)  # X-Request-Id on every answer
-        return app
+    def proxy_server(self) -> ClientServer:
+        """The proxy listener: aiohttp's low-level server, every request to `_proxy`
+        (no router: every answer is ours), with the client limits of `server.*`
+        (gateway/clientconn.py). Body limits are per route (and may change on reload):
+        `read_body` enforces them while reading."""
+        s = self.config.server
+        server = ClientServer(
+            self._proxy,
+            header_timeout=s.client_header_timeout,
+            body_timeout=s.client_body_timeout,
+            keepalive_timeout=s.keepalive_timeout,
+            max_connections=s.max_connections,
+            count=self.metrics.client_counter(),
+            access_log=None,  # per-request logging is the access log's job (opt-in per route)
+            handler_cancellation=True,  # a client disconnect cancels the upstream call
+        )
+        self.metrics.client_connections.set_function(lambda: server.open)
+        return server
 
     def _gateway(self) -> Gateway:
         assert self.gateway is not None, "server not started"
@@ -125,7 +138,9 @@ class GatewayServer:
         app.router.add_get("/openapi.json", self._openapi)
         return app
 
-    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+    async def _proxy(self, request: ProxyRequest) -> web.StreamResponse:
+        if request.refusal is not None:  # refused before any route (clientreq.screen)
+            return request.refusal
         rt = self.runtime  # read once: a reload during this request does not affect it
         path = request.path
         door = rt.doors.get(path)
@@ -137,7 +152,7 @@ class GatewayServer:
                 return await rt.get_model(request)
             listed = rt.model_lists.get(path)
             if listed is not None and request.method in ("GET", "HEAD"):
-                return route_models(listed, rt.catalog, int(rt.created))
+                return route_models(request, listed, rt.catalog, int(rt.created))
             return error_response(404, errors.NO_ROUTE)
         assert self.gateway is not None
         return await self.gateway.handle(request, route)
@@ -206,12 +221,8 @@ class GatewayServer:
             )
         await status_site.start()
         self.status_port = _bound_port(status_site)
-        self._proxy_runner = web.AppRunner(
-            self.proxy_app(),
-            access_log=None,  # per-request logging is the access log's job (opt-in per route)
-            handler_cancellation=True,  # a client disconnect cancels the upstream call
-            shutdown_timeout=1.0,
-        )
+        fd_headroom(s.max_connections)
+        self._proxy_runner = web.ServerRunner(self.proxy_server(), shutdown_timeout=1.0)
         await self._proxy_runner.setup()
         sites: list[web.BaseSite] = [
             web.SockSite(self._proxy_runner, sock, backlog=1024) for sock in proxy_socks or ()

@@ -37,6 +37,7 @@ GAUGE_RULES = {
     "llama_gateway_in_flight_requests": SUM,
     "llama_gateway_queue_depth": SUM,
     "llama_gateway_upstream_connections": SUM,
+    "llama_gateway_client_connections": SUM,
     # The longest wait anywhere in the pod.
     "llama_gateway_queue_oldest_wait_seconds": MAX,
     # Target state, judged by each worker on its own probes and traffic: the pod shows
