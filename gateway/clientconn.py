@@ -301,15 +301,6 @@ def await_body(request: web.BaseRequest) -> ClientConnection | None:
     return conn
 
 
-def body_refused(request: web.BaseRequest) -> None:
-    """The body will not be read (too large): a client still waiting for `100
-    Continue` gets none and the connection ends with this answer."""
-    if isinstance(request, ProxyRequest) and request.continue_owed:
-        conn = request.protocol
-        if isinstance(conn, ClientConnection):
-            conn.end_after_answer()
-
-
 def fd_headroom(max_connections: int) -> None:
     """Raise the soft open-files limit toward the hard one when `max_connections`
     needs it (a client connection can hold an upstream one too), and say so when it

@@ -13,8 +13,8 @@ dispatch returns before anything else (docs/operations.md, "Client limits"):
 - `Content-Encoding` other than `identity` → 415 before the body is read: bodies are
   never decompressed (a small gzip body can inflate to gigabytes);
 - `Expect` other than `100-continue` → 417. `100-continue` itself is honoured when the
-  body is read (`continue_owed`): a request refused before (404, 413, 415, …) gets
-  its answer without `100 Continue`.
+  body is read (`continue_owed`): a request answered before (404, 413, 401, …) gets
+  its answer without `100 Continue`, and the connection closes after it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class ProxyRequest(web.Request):
         # Every answer, whoever made it: the request id, and `Connection: close` when
         # the connection ends after it (a refused or timed-out body, a drain).
         response.headers[requestid.HEADER] = requestid.of(self)
+        if self.continue_owed and not self._payload.is_eof():
+            # Answered without reading the body (404, 413, 401, …): the client, still
+            # waiting for `100 Continue`, gets none, and this is the connection's end
+            # (what it sends next could be the body or a new request).
+            self._protocol.end_after_answer()
         if self._protocol.closing:
             response.force_close()
             response.headers[hdrs.CONNECTION] = "close"

@@ -24,7 +24,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     `client_body_timeout` between reads → 408, malformed framing → 400)."""
     length = request.content_length
     if limit and length is not None and length > limit:
-        clientconn.body_refused(request)
         raise GatewayError(413, errors.BODY_TOO_LARGE)
     if request.content.is_eof():  # all there already (the usual small body): no wait
         return await _read_body(request, limit, length)

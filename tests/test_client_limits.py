@@ -234,11 +234,14 @@ async def test_expect_over_the_limit_gets_413_without_100(upstream, gateway, pat
 
 
 async def test_expect_on_an_unknown_path_gets_404_without_100(upstream, gateway) -> None:
+    """Whatever answers without reading the body: no 100, and the connection ends
+    (what the client sends next could be its body or a new request)."""
     gw, _ = await start(upstream, gateway)
     c = await expect(gw, "/nowhere", 10)
     a = await c.answer()
     assert a.status == 404 and a.error() == "no route matched"
-    c.close()
+    assert a.headers["Connection"] == "close"
+    await c.closed()
 
 
 async def test_expect_with_gzip_gets_415_without_100(upstream, gateway) -> None:
