@@ -1,5 +1,6 @@
-"""Request bodies for the fuzz tests: OpenAI and Ollama requests whose fields take
-valid values or any JSON value at all, deep and wide JSON, bytes that are not JSON."""
+"""Request bodies for the fuzz tests: valid OpenAI and Ollama requests for the paths
+that take them, the same with a few fields set to any JSON value, any body on any path,
+deep and wide JSON, bytes that are not JSON."""
 
 from __future__ import annotations
 
@@ -25,83 +26,119 @@ json_values = st.recursive(
 )
 
 
-def maybe(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A field's valid values, or any JSON value at all."""
-    return st.one_of(valid, json_values)
-
-
-_roles = st.sampled_from(["system", "user", "assistant", "tool", "developer", "function", "x"])
-_content = st.text(max_size=40) | st.lists(
-    st.fixed_dictionaries(
-        {"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=10)}
-    ),
+_text = st.text(max_size=30)
+_roles = st.sampled_from(["system", "user", "assistant", "developer"])
+_content = _text | st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}),
+    min_size=1,
     max_size=3,
 )
-_message = st.fixed_dictionaries(
-    {"role": maybe(_roles), "content": maybe(_content)},
-    optional={
-        "name": maybe(st.text(max_size=8)),
-        "tool_calls": json_values,
-        "tool_call_id": json_values,
-    },
-)
+_message = st.fixed_dictionaries({"role": _roles, "content": _content})
 _tool = st.fixed_dictionaries(
     {
-        "type": maybe(st.just("function")),
-        "function": maybe(
-            st.fixed_dictionaries({"name": maybe(st.text(max_size=8)), "parameters": json_values})
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries(
+            {"name": st.from_regex(r"[a-z_]{1,8}", fullmatch=True)},
+            optional={"parameters": st.just({"type": "object", "properties": {}})},
         ),
     }
 )
 _sampling = {
-    "model": maybe(st.sampled_from(["llama2", "nomic-embed-text", "llama2:latest", "", "x"])),
-    "stream": maybe(st.booleans()),
-    "stream_options": maybe(st.fixed_dictionaries({"include_usage": maybe(st.booleans())})),
-    "max_tokens": maybe(st.integers(-2, 64)),
-    "max_completion_tokens": maybe(st.integers(-2, 64)),
-    "temperature": maybe(st.floats(-1, 3)),
-    "top_p": maybe(st.floats(-1, 2)),
-    "top_k": maybe(st.integers(-2, 100)),
-    "n": maybe(st.integers(0, 3)),
-    "stop": maybe(st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=5)),
-    "seed": maybe(st.integers()),
-    "presence_penalty": maybe(st.floats(-3, 3)),
-    "frequency_penalty": maybe(st.floats(-3, 3)),
-    "logit_bias": json_values,
-    "logprobs": json_values,
-    "user": json_values,
-    "options": json_values,
-    "format": maybe(st.just("json")),
-    "keep_alive": json_values,
+    "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    "max_tokens": st.integers(1, 64),
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0, 1),
+    "top_k": st.integers(1, 100),
+    "stop": st.text(min_size=1, max_size=5) | st.lists(st.text(min_size=1, max_size=5), max_size=4),
+    "seed": st.integers(0, 2**31),
+    "frequency_penalty": st.floats(-2, 2),
+    "user": st.text(max_size=8),
 }
+_chat_model = st.sampled_from(["llama2", "llama2:latest", "secure-llama", "limited-llama"])
 chat_bodies = st.fixed_dictionaries(
-    {"messages": maybe(st.lists(_message, max_size=4))},
+    {"messages": st.lists(_message, min_size=1, max_size=4)},
     optional={
+        "model": _chat_model,
         **_sampling,
-        "tools": maybe(st.lists(_tool, max_size=2)),
-        "tool_choice": json_values,
-        "response_format": maybe(
-            st.fixed_dictionaries(
-                {"type": maybe(st.sampled_from(["text", "json_object", "json_schema"]))},
-                optional={"json_schema": json_values},
-            )
+        "tools": st.lists(_tool, max_size=2),
+        "response_format": st.sampled_from(
+            [
+                {"type": "text"},
+                {"type": "json_object"},
+                {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            ]
         ),
     },
 )
 completion_bodies = st.fixed_dictionaries(
-    {"prompt": maybe(st.text(max_size=30) | st.lists(st.integers(0, 50), max_size=5))},
-    optional={**_sampling, "suffix": json_values, "echo": json_values, "system": json_values},
+    {"prompt": _text | st.lists(_text, min_size=1, max_size=1)},
+    optional={"model": st.just("llama2"), **_sampling},
 )
 embedding_bodies = st.fixed_dictionaries(
-    {"input": maybe(st.text(max_size=30) | st.lists(st.text(max_size=10), max_size=4))},
+    {"input": _text | st.lists(_text, min_size=1, max_size=4)},
     optional={
-        "model": _sampling["model"],
-        "encoding_format": maybe(st.sampled_from(["float", "base64"])),
-        "dimensions": maybe(st.integers(-1, 8)),
-        "prompt": json_values,
-        "truncate": json_values,
+        "model": st.just("nomic-embed-text"),
+        "encoding_format": st.sampled_from(["float", "base64"]),
     },
 )
+_ollama_options = st.fixed_dictionaries(
+    {}, optional={"temperature": st.floats(0, 2), "num_predict": st.integers(1, 64)}
+)
+ollama_chat = st.fixed_dictionaries(
+    {"model": _chat_model, "messages": st.lists(_message, min_size=1, max_size=3)},
+    optional={"stream": st.booleans(), "options": _ollama_options, "format": st.just("json")},
+)
+ollama_generate = st.fixed_dictionaries(
+    {"model": st.just("llama2"), "prompt": _text},
+    optional={"stream": st.booleans(), "options": _ollama_options, "system": _text},
+)
+ollama_embed = st.fixed_dictionaries(
+    {"model": st.just("nomic-embed-text"), "input": _text | st.lists(_text, min_size=1, max_size=3)}
+)
+ollama_embeddings = st.fixed_dictionaries({"model": st.just("nomic-embed-text"), "prompt": _text})
+ollama_show = st.fixed_dictionaries({"model": st.sampled_from(["llama2", "nomic-embed-text", "x"])})
+
+
+@st.composite
+def perturbed(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+    """A valid request, then a few of its fields (or new ones) set to any JSON value."""
+    body = draw(valid)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(sorted(body)) | st.sampled_from(sorted(_sampling)) | _text)
+        body[key] = draw(json_values)
+    return body
+
+
+# Which requests belong where: each kind of body on the paths that take it.
+FAMILIES: list[tuple[list[str], st.SearchStrategy[dict[str, Any]]]] = [
+    (
+        [
+            "/chat",
+            "/re/chat/anything",
+            "/r/v1/chat/completions",
+            "/secure/chat",
+            "/limited/chat",
+            "/v1/chat/completions",
+        ],
+        chat_bodies,
+    ),
+    (["/completions", "/v1/completions"], completion_bodies),
+    (["/embeddings", "/v1/embeddings"], embedding_bodies),
+    (["/api/chat"], ollama_chat),
+    (["/api/generate"], ollama_generate),
+    (["/api/embed"], ollama_embed),
+    (["/api/embeddings"], ollama_embeddings),
+    (["/api/show"], ollama_show),
+]
+
+
+@st.composite
+def requests_for_paths(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A path and a body of its kind, valid or with a few fields gone wrong."""
+    paths, valid = draw(st.sampled_from(FAMILIES))
+    body = draw(valid | perturbed(valid))
+    return draw(st.sampled_from(paths)), body
 
 
 def dump(value: Any) -> bytes:
@@ -140,8 +177,8 @@ def wide(draw: st.DrawFn) -> bytes:
 
 bodies = st.one_of(
     chat_bodies.map(dump),
-    completion_bodies.map(dump),
-    embedding_bodies.map(dump),
+    perturbed(completion_bodies).map(dump),
+    perturbed(ollama_chat).map(dump),
     json_values.map(dump),
     deep(),
     wide(),

@@ -28,6 +28,9 @@ from gateway.sim import FakeUpstream
 EXCHANGE_BOUND = 10.0
 # Examples per property; raise locally for a deeper run (docs/testing.md, "Fuzzing").
 EXAMPLES = int(os.environ.get("LLAMA_GATEWAY_FUZZ_EXAMPLES", "150"))
+# The same examples on every run, unless asked for new ones (then `--hypothesis-seed`
+# repeats a run).
+DERANDOMIZE = os.environ.get("LLAMA_GATEWAY_FUZZ_RANDOM") != "1"
 
 # Paths answered by the Ollama front door (its errors are `{"error": "…"}`).
 OLLAMA_PATHS = (

@@ -15,6 +15,7 @@ comes in:
   never an answer cut short.
 
 Bounded and derandomized (the same examples on every run) so CI stays fast;
+`LLAMA_GATEWAY_FUZZ_RANDOM=1` draws new examples each run;
 `LLAMA_GATEWAY_FUZZ_EXAMPLES` raises the number of examples per property.
 """
 
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from fuzz_bodies import bodies, body_paths, chat_bodies, content_types, dump
+from fuzz_bodies import bodies, body_paths, content_types, dump, requests_for_paths
 from fuzz_kit import (
+    DERANDOMIZE,
     EXAMPLES,
     FUZZ_KEY,
     KNOWN_PATHS,
@@ -41,7 +44,7 @@ from hypothesis import strategies as st
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    derandomize=True,
+    derandomize=DERANDOMIZE,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -88,8 +91,21 @@ def check(
 
 
 @FUZZ
+@given(req=requests_for_paths())
+def test_requests(live: LiveGateway, req: tuple[str, dict[str, Any]]) -> None:
+    """Requests of the right kind for their path, valid or with fields gone wrong: these
+    reach the upstreams, streams included."""
+    path, body = req
+    ex = exchange(
+        live.port, request("POST", path, [(b"Content-Type", b"application/json")], dump(body))
+    )
+    check(ex, path, well_formed=True)
+
+
+@FUZZ
 @given(path=body_paths, body=bodies, ctype=content_types)
 def test_bodies(live: LiveGateway, path: str, body: bytes, ctype: bytes) -> None:
+    """Any body on any path that takes one."""
     ex = exchange(live.port, request("POST", path, [(b"Content-Type", ctype)], body))
     check(ex, path, well_formed=True)
 
@@ -164,24 +180,23 @@ def _framed(
 
 @FUZZ
 @given(
-    path=st.sampled_from(KNOWN_PATHS),
+    req=requests_for_paths(),
     specials=st.lists(special, max_size=2),
     extra=st.lists(st.tuples(token, field_values), max_size=4),
     odd=st.just([]) | st.lists(odd_headers, min_size=1, max_size=2),
-    body=chat_bodies.map(dump),
     dup_length=st.none()
     | st.sampled_from([b"same", b"0", b"1", b"-1", b"+1", b"0x10", b" 1 ", b""]),
 )
 def test_headers(
     live: LiveGateway,
-    path: str,
+    req: tuple[str, dict[str, Any]],
     specials: list[list[tuple[bytes, bytes]]],
     extra: list[tuple[bytes, bytes]],
     odd: list[tuple[bytes, bytes]],
-    body: bytes,
     dup_length: bytes | None,
 ) -> None:
-    headers, payload = _framed([h for sp in specials for h in sp] + extra + odd, body)
+    path, body = req
+    headers, payload = _framed([h for sp in specials for h in sp] + extra + odd, dump(body))
     if dup_length is not None:
         # A second Content-Length, equal or smaller: never one that leaves the gateway
         # waiting for bytes that will not come (that is test_framing's).

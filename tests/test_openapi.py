@@ -42,8 +42,18 @@ def valid(doc: dict[str, Any]) -> None:
 
 
 def body_ref(op: dict[str, Any]) -> str:
-    ref: str = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    ref: str = schema["allOf"][0]["$ref"] if "allOf" in schema else schema["$ref"]
     return ref.rsplit("/", 1)[1]
+
+
+def models(op: dict[str, Any]) -> list[str] | None:
+    """The `model` values the operation documents (None: any)."""
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    if "allOf" not in schema:
+        return None
+    enum: list[str] = schema["allOf"][1]["properties"]["model"]["enum"]
+    return enum
 
 
 def ok_types(op: dict[str, Any]) -> set[str]:
@@ -88,6 +98,14 @@ async def test_routes_and_front_doors(
         assert resp.status == 200
     assert set(paths["/a%7Bb%7D/v1/models"]) == {"get"}  # its model listing
 
+    # Routes whose targets all name their model take those names only.
+    assert models(paths["/chat"]["post"]) == ["llama2"]
+    assert models(paths["/gen"]["post"]) == ["gen"]
+    assert models(paths["/v1/chat/completions"]["post"]) == ["llama2"]
+    assert models(paths["/v1/embeddings"]["post"]) == ["nomic-embed-text"]
+    assert models(paths["/api/generate"]["post"]) == ["gen", "llama2"]  # chat routes too
+    assert models(paths["/api/show"]["post"]) == ["gen", "llama2", "nomic-embed-text"]
+
     # Streams where a route may stream; none on a deny route or for embeddings.
     assert ok_types(paths["/chat"]["post"]) == {"application/json", "text/event-stream"}
     assert ok_types(paths["/gen"]["post"]) == {"application/json"}
@@ -126,9 +144,11 @@ async def test_without_front_doors(
     gateway: GatewayFactory, upstream: UpstreamFactory, http: aiohttp.ClientSession
 ) -> None:
     up = await upstream("ollama")
-    gw = await gateway(route(target(up, "/api/chat"), path="/v1/chat/completions"))
+    unnamed = target(up, "/api/chat", name=None)  # serves what its server has
+    gw = await gateway(route(unnamed, path="/v1/chat/completions"))
     doc, _ = await fetch(http, gw)
     valid(doc)
+    assert models(doc["paths"]["/v1/chat/completions"]["post"]) is None
     # The route path and the model listing next to it (an OpenAI SDK asks there).
     assert set(doc["paths"]) == {"/v1/chat/completions", "/v1/models"}
     assert not any(name.startswith("Ollama") for name in doc["components"]["schemas"])

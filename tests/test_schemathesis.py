@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from fuzz_kit import EXAMPLES, LiveGateway
+from fuzz_kit import DERANDOMIZE, EXAMPLES, LiveGateway
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -48,18 +48,36 @@ def live() -> Iterator[LiveGateway]:
     gw.stop()
 
 
-def _signature(doc: dict[str, Any], op: Any) -> str:
-    """Operations that take the same request and document the same answers (the
-    route paths of one route type, an OpenAI door endpoint) share generated cases:
-    building a strategy for the chat schema costs seconds of CPU."""
+def _body_schema(doc: dict[str, Any], op: Any) -> dict[str, Any]:
     spec = doc["paths"][op.path][op.method]
-    body = spec.get("requestBody", {}).get("content", {}).get("application/json", {})
-    return json.dumps([op.method, body.get("schema"), spec.get("parameters"), spec["responses"]])
+    schema: dict[str, Any] = (
+        spec.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        or {}
+    )
+    return schema
+
+
+def _models(doc: dict[str, Any], op: Any) -> list[str]:
+    """The operation's `model` values when it lists them (`allOf: [request, enum]`)."""
+    schema = _body_schema(doc, op)
+    return list(schema["allOf"][1]["properties"]["model"]["enum"]) if "allOf" in schema else []
+
+
+def _signature(doc: dict[str, Any], op: Any) -> str:
+    """Operations that take the same request (but for the models they list) and
+    document the same answers — the route paths of one route type, an OpenAI door
+    endpoint — share generated cases: building a strategy for the chat schema costs
+    seconds of CPU."""
+    spec = doc["paths"][op.path][op.method]
+    schema = _body_schema(doc, op)
+    schema = schema["allOf"][0] if "allOf" in schema else schema
+    return json.dumps([op.method, schema, spec.get("parameters"), spec["responses"]])
 
 
 def _run(
     operation: Any,
-    twins: list[Any],
+    twins: list[tuple[Any, list[str]]],
+    models: list[str],
     mode: GenerationMode,
     base_url: str,
     session: requests.Session,
@@ -67,19 +85,24 @@ def _run(
     @settings(
         max_examples=PER_OPERATION,
         deadline=None,
-        derandomize=True,
+        derandomize=DERANDOMIZE,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
         case.call_and_validate(base_url=base_url, session=session, checks=CHECKS, timeout=10)
-        for twin in twins:
+        for twin, twin_models in twins:
+            body = case.body
+            if isinstance(body, dict) and twin_models and body.get("model") in models:
+                # a model this operation serves → one the twin serves
+                pick = twin_models[models.index(body["model"]) % len(twin_models)]
+                body = {**body, "model": pick}
             same = twin.Case(
                 path_parameters=case.path_parameters,
                 headers=case.headers,
                 query=case.query,
-                body=case.body,
+                body=body,
                 media_type=case.media_type,
             )
             same.call_and_validate(base_url=base_url, session=session, checks=CHECKS, timeout=10)
@@ -107,7 +130,8 @@ def test_schemathesis(live: LiveGateway) -> None:
             modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * has_body
             for mode in modes:
                 try:
-                    _run(op, twins, mode, base_url, session)
+                    pairs = [(t, _models(document, t)) for t in twins]
+                    _run(op, pairs, _models(document, op), mode, base_url, session)
                 except (Exception, BaseExceptionGroup) as exc:  # all operations run, then
                     labels = ", ".join(o.label for o in [op, *twins])
                     failures.append(f"{labels} ({mode.value}): {exc}")  # failures are listed

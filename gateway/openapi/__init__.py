@@ -15,6 +15,7 @@ from typing import Any
 from ..config import CHAT, COMPLETIONS, EMBEDDINGS, RouteConfig
 from ..frontends.ollama import OLLAMA_VERSION
 from ..frontends.openai import ENDPOINTS as _OPENAI_ENDPOINTS
+from ..routing import Route
 from ..runtime import Runtime
 from . import ollama
 from .schemas import BASE, Schema, ref
@@ -64,8 +65,21 @@ def build(runtime: Runtime) -> dict[str, Any]:
 # --------------------------------------------------------------------------- pieces
 
 
-def _body(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {_JSON: {"schema": ref(schema)}}}
+def _body(schema: str, models: list[str] | None = None) -> dict[str, Any]:
+    """A JSON request body; `models`: the only `model` values the operation serves."""
+    s = ref(schema)
+    if models:
+        only = {"properties": {"model": {"type": "string", "enum": models}}}
+        s = {"allOf": [s, only]}
+    return {"required": True, "content": {_JSON: {"schema": s}}}
+
+
+def _models(routes: list[Route]) -> list[str] | None:
+    """The model names these routes' targets are configured with; None when a target
+    names none (it serves whatever its server has: not known in advance)."""
+    if any(r.unnamed for r in routes):
+        return None
+    return sorted({name for r in routes for name in (*r.by_alias, *r.by_name)})
 
 
 def _error_responses(with_ollama: bool) -> dict[str, Any]:
@@ -210,7 +224,7 @@ class _Builder:
                     "operationId": f"route.{c.name}.{i}",
                     "tags": ["routes"],
                     "summary": f"{kind} on route {c.name}",
-                    "requestBody": _body(_REQUEST[c.route_type]),
+                    "requestBody": _body(_REQUEST[c.route_type], _models([r])),
                     "responses": responses,
                 }
                 security = _requirements(c)
@@ -229,6 +243,9 @@ class _Builder:
             self.add(path, "get", op)
 
     # ------------------------------------------------------------------ front doors
+
+    def of_types(self, *types: str) -> list[Route]:
+        return [r for r in self.rt.routes if r.cfg.route_type in types]
 
     def door_security(self, types: tuple[str, ...]) -> list[dict[str, list[str]]]:
         """A front-door request reaches a route by model: a key is needed as that
@@ -256,7 +273,7 @@ class _Builder:
                 "operationId": f"openai.{_KIND[rtype]}",
                 "tags": ["openai"],
                 "summary": f"OpenAI {_KIND[rtype]}, routed by `model`",
-                "requestBody": _body(_REQUEST[rtype]),
+                "requestBody": _body(_REQUEST[rtype], _models(self.of_types(rtype))),
                 "responses": {"200": _ok(_ANSWER[rtype], stream), **_errors("Error")},
             }
             security = self.door_security((rtype,))
@@ -311,7 +328,9 @@ class _Builder:
                 "operationId": f"ollama.{name}",
                 "tags": ["ollama"],
                 "summary": f"Ollama /api/{name}",
-                "requestBody": _body(request),
+                # /api/show answers for a model of any route (and is not a route's
+                # request: no key needed).
+                "requestBody": _body(request, _models(self.of_types(*types) or self.rt.routes)),
                 "responses": {"200": ok, **_errors("OllamaError")},
             }
             security = self.door_security(types)

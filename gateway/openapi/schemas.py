@@ -80,20 +80,31 @@ _TOOL_CALL: Schema = {
     },
 }
 
+_TEXT_OR_PARTS: Schema = {"oneOf": [STR, {"type": "array", "items": _CONTENT_PART}]}
+
+
+def _role(names: list[str], required: list[str], **props: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": ["role", *required],
+        "properties": {"role": {"type": "string", "enum": names}, "name": STR, **props},
+    }
+
+
+# By role, as OpenAI's schema has it: what each kind of message must carry.
 _MESSAGE: Schema = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {
-            "type": "string",
-            "enum": ["system", "developer", "user", "assistant", "tool", "function"],
-        },
-        "content": _nullable({"oneOf": [STR, {"type": "array", "items": _CONTENT_PART}]}),
-        "name": STR,
-        "tool_calls": {"type": "array", "items": _TOOL_CALL},
-        "tool_call_id": STR,
-        "reasoning_content": STR,
-    },
+    "oneOf": [
+        _role(["system", "developer", "user"], ["content"], content=_TEXT_OR_PARTS),
+        _role(
+            ["assistant"],
+            [],
+            content=_nullable(_TEXT_OR_PARTS),
+            tool_calls={"type": "array", "items": _TOOL_CALL},
+            reasoning_content=STR,
+        ),
+        _role(["tool"], ["content", "tool_call_id"], content=_TEXT_OR_PARTS, tool_call_id=STR),
+        _role(["function"], ["name", "content"], content=_nullable(STR)),
+    ]
 }
 
 TOOL: Schema = {
