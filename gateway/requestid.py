@@ -53,8 +53,3 @@ def field(rid: str) -> bytes:
     """The upstream request's header line (the client's own is never forwarded)."""
     return b"X-Request-Id: " + rid.encode("ascii") + b"\r\n"
 
-
-async def on_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """`on_response_prepare` of the proxy app: every answer, whoever made it, carries
-    the id, set once here rather than in each of the places answers are built."""
-    response.headers[HEADER] = of(request)
