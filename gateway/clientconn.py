@@ -66,6 +66,7 @@ REASONS = (
 )
 
 _NEVER = 3e8  # "no limit" as a finite delay: uvloop timers cannot take infinity
+_JSON = "application/json"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -114,7 +115,8 @@ class ClientConnection(web_protocol.RequestHandler):
             return
         srv.open += 1
         super().connection_made(transport)
-        self._arm(self._loop.time() + self._header_timeout)
+        now = self._loop.time()
+        self._arm(now + self._header_timeout, now)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._manager is not None:
@@ -139,17 +141,26 @@ class ClientConnection(web_protocol.RequestHandler):
         elif data and not self._head and self._waiter is not None:
             self._head = True
             if self._request_count:  # kept alive: this head's clock starts now
-                self._arm(self._loop.time() + self._header_timeout)
+                now = self._loop.time()
+                self._arm(now + self._header_timeout, now)
 
-    def _arm(self, deadline: float) -> None:
+    def _arm(self, deadline: float, now: float) -> None:
         """Make the timer fire by `deadline` (a later one needs no new timer)."""
         self._next_keepalive_close_time = deadline
+        at = self._wake_at(deadline, now)
         handle = self._keepalive_handle
         if handle is not None:
-            if cast(asyncio.TimerHandle, handle).when() <= deadline:
+            if cast(asyncio.TimerHandle, handle).when() <= at:
                 return
             handle.cancel()
-        self._keepalive_handle = self._loop.call_at(deadline, self._process_keepalive)
+        self._keepalive_handle = self._loop.call_at(at, self._process_keepalive)
+
+    def _wake_at(self, deadline: float, now: float) -> float:
+        # Never more than keepalive_timeout ahead: aiohttp sets the idle deadline when
+        # a request ends but only schedules the timer when there is none, so a timer
+        # left further out (by a longer header or body timeout) would close the idle
+        # connection late.
+        return min(deadline, now + self._keepalive_timeout)
 
     def _process_keepalive(self) -> None:
         # aiohttp's keep-alive timer callback, for all three deadlines.
@@ -157,8 +168,10 @@ class ClientConnection(web_protocol.RequestHandler):
         if self._force_close or self.transport is None:
             return
         deadline = self._next_keepalive_close_time
-        if self._loop.time() < deadline:
-            self._keepalive_handle = self._loop.call_at(deadline, self._process_keepalive)
+        now = self._loop.time()
+        if now < deadline:
+            at = self._wake_at(deadline, now)
+            self._keepalive_handle = self._loop.call_at(at, self._process_keepalive)
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done():  # between requests
@@ -204,7 +217,8 @@ class ClientConnection(web_protocol.RequestHandler):
             if self.transport is not None:
                 self.transport.write(_CONTINUE)
         self._body = request.content
-        self._arm(self._loop.time() + self._body_timeout)
+        now = self._loop.time()
+        self._arm(now + self._body_timeout, now)
 
     def body_done(self) -> None:
         self._body = None
@@ -232,9 +246,6 @@ class ClientConnection(web_protocol.RequestHandler):
         resp = web.Response(status=status, body=errors.error_body(text), content_type=_JSON)
         resp.force_close()
         return resp
-
-
-_JSON = "application/json"
 
 
 class ClientServer(web.Server):

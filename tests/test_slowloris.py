@@ -85,6 +85,23 @@ async def test_idle_keepalive_connection_is_closed(upstream, gateway) -> None:
     assert rejected(gw, "idle_timeout") == 0  # a normal end, not counted as a refusal
 
 
+async def test_short_keepalive_is_kept_after_longer_head_and_body_timeouts(
+    upstream, gateway
+) -> None:
+    """The idle close comes at keepalive_timeout even when the timer was last set for a
+    longer header or body deadline (here 60 s, far beyond the wait bound)."""
+    gw = await start(
+        upstream, gateway, client_header_timeout=60, client_body_timeout=60, keepalive_timeout=0.5
+    )
+    c = await Raw.connect(gw.port)
+    whole = request(body=CHAT)
+    await c.send(whole[:-5])
+    await asyncio.sleep(1.0)  # the body read waits past a keepalive_timeout
+    await c.send(whole[-5:])
+    assert (await c.answer()).status == 200
+    assert await c.closed() == b""
+
+
 async def test_stalled_body_gets_408_and_the_connection_closes(upstream, gateway) -> None:
     gw = await start(upstream, gateway)
     c = await Raw.connect(gw.port)
