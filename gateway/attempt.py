@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from orjson import JSONEncodeError
 
 from balancers import Outcome, Reason, TargetState, upstream_fault
 
@@ -35,6 +36,7 @@ _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 # One of them with a byte aiohttp would refuse to write (a control character: the
 # client would get no answer at all) or re-encode (non-ASCII): not a usable answer.
 INVALID_HEADER = Failure("invalid_header", Reason.INVALID, "invalid upstream header value")
+TOO_DEEP_ANSWER = "the answer is nested too deeply"
 # Exceptions an adapter's parse() must never raise: our bug, not the upstream's.
 _ADAPTER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 log = logging.getLogger("llama_gateway")
@@ -104,6 +106,12 @@ class Attempts:
             # The reason may quote the upstream (`ollama error: …`), which may quote us.
             reason = _redactor(request, route, att).text(str(exc))
             text = errors.transformation_failed(call.route_type, reason)
+            return self._failed(route, target, unreadable(text), att)
+        except JSONEncodeError as exc:
+            if not _too_deep(exc):
+                return self._adapter_bug(route, target, call, att, exc)
+            # The upstream's JSON nests deeper than orjson writes: its fault, not ours.
+            text = errors.transformation_failed(call.route_type, TOO_DEEP_ANSWER)
             return self._failed(route, target, unreadable(text), att)
         except _ADAPTER_BUGS as exc:
             return self._adapter_bug(route, target, call, att, exc)
@@ -315,3 +323,9 @@ def _redactor(request: web.Request, route: Route, att: Attempt) -> Redactor:
     _note_credential(request, att)
     secrets = att.rec.secrets
     return route.redactor.with_extra(secrets) if secrets else route.redactor
+
+
+def _too_deep(exc: JSONEncodeError) -> bool:
+    """orjson's refusal of a value nested over its limit (from parsed upstream JSON: the
+    only thing orjson can refuse in a value it parsed itself)."""
+    return "recursion" in str(exc).lower()

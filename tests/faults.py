@@ -134,6 +134,19 @@ async def gzip_body(req: Request, w: asyncio.StreamWriter) -> None:
     w.write(response("200 OK", fields, body))
 
 
+async def deep_openai_answer(req: Request, w: asyncio.StreamWriter) -> None:
+    """An OpenAI-shaped 200 (for `openai` targets) with a field nested 300 deep: valid
+    JSON, deeper than orjson writes when the answer is completed and re-serialised."""
+    deep = "[" * 300 + "]" * 300
+    body = (
+        '{"id":"x","object":"chat.completion","created":1,"model":"llama2","choices":'
+        '[{"index":0,"message":{"role":"assistant","content":"four","extra":' + deep + "},"
+        '"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,'
+        '"total_tokens":4}}'
+    )
+    w.write(response("200 OK", [b"Content-Type: application/json"], body.encode()))
+
+
 # ---------------------------------------------------------------- broken streams
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from faults import MODES, FaultyUpstream, Mode, bad_header_value
+from faults import MODES, FaultyUpstream, Mode, bad_header_value, deep_openai_answer
 from helpers import route, target, url
 from log_kit import json_log
 from yarl import URL
@@ -244,3 +244,27 @@ async def test_an_invalid_header_value_fails_over(faulty, upstream, gateway, htt
     text = gw.metrics.exposition().decode()
     counted = f'llama_gateway_upstream_errors_total{{route="r",target="{first.name}",reason="invalid"}} 1.0'
     assert counted in text
+
+
+async def test_an_answer_nested_too_deep_is_the_upstreams_fault(faulty, gateway, http) -> None:
+    """A 200 the gateway cannot re-serialise (nested past orjson's limit) is an
+    unreadable answer: 500 naming why, counted against the target, and no traceback
+    logged as if it were our bug."""
+    up = await faulty(deep_openai_answer)
+    with json_log() as process_log:
+        gw = await gateway(route(target(up.url("/v1/chat/completions"), "", fmt="openai")))
+        async with asyncio.timeout(BOUND):
+            async with http.post(url(gw), json={"messages": CHAT}) as r:
+                assert r.status == 500
+                assert await r.json() == {
+                    "error": {
+                        "message": "transformation failed from type llama2://llm/v1/chat: "
+                        "the answer is nested too deeply"
+                    }
+                }
+    assert process_log.events("adapter.") == []
+    name = gw.router.routes[0].targets[0].name
+    counted = (
+        f'llama_gateway_upstream_errors_total{{route="r",target="{name}",reason="invalid"}} 1.0'
+    )
+    assert counted in gw.metrics.exposition().decode()
