@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import jsonschema
 import schemathesis
-from conftest import GatewayFactory, UpstreamFactory
 from helpers import route, target
 from schemathesis.specs.openapi.definitions import OPENAPI_30
 
 from gateway import openapi
 from gateway.config import parse
 from gateway.server import GatewayServer
+
+# The fixtures of tests/conftest.py (not importable by name: tests/real has its own).
+GatewayFactory = Callable[..., Awaitable[GatewayServer]]
+UpstreamFactory = Callable[..., Awaitable[Any]]
 
 ERROR_CODES = ["400", "401", "403", "404", "413", "415", "429", "500", "502", "503", "504"]
 SECRET_KEY = "consumer-key-sesame-4711"
