@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..security.digest import digest
-from ._checks import Checker
+from ._checks import MAX_NAME, TOKEN, Checker, shown
 from .schema import (
     ConsumerConfig,
     KeyAuthConfig,
@@ -18,8 +17,6 @@ from .schema import (
     RouteConfig,
 )
 
-# An HTTP field name / query parameter name we can look a key up by (RFC 9110 token).
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _MAX_WINDOW = 366 * 24 * 3600
 _MAX_LIMIT = 2**53  # exact in a double and in Redis' Lua numbers
 
@@ -52,13 +49,13 @@ class SecurityChecks(Checker):
             if not d:
                 self.err(path, "must be a mapping with a username")
                 continue
-            name = self.string(d, "username", path)
-            if name is not None and (not name or not name.isprintable() or len(name) > 128):
-                self.err(f"{path}.username", "must be 1–128 printable characters")
+            name = self.name(d, "username", path)  # a metric label and a log field
+            if name == "":
+                self.err(f"{path}.username", "must be a non-empty string")
                 name = None
             if name is not None and name in names:
-                self.err(f"{path}.username", f"duplicate consumer {name!r}")
-            custom_id = self.string(d, "custom_id", path, None)
+                self.err(f"{path}.username", f"duplicate consumer {shown(name)}")
+            custom_id = self.wire_string(d, "custom_id", path, None)
             digests = self._credentials(d.get("keyauth_credentials"), path, name or "", owners)
             allowed = self._names(d.get("allowed_routes"), f"{path}.allowed_routes")
             if name is None:
@@ -101,6 +98,8 @@ class SecurityChecks(Checker):
         if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
             self.err(path, "must be a list of route names")
             return None
+        for i, x in enumerate(raw):
+            self.clean(x, f"{path}[{i}]")
         return tuple(raw)
 
     def check_consumers(
@@ -111,7 +110,7 @@ class SecurityChecks(Checker):
         for i, c in enumerate(consumers):
             for name in c.allowed_routes or ():
                 if name not in route_names:
-                    self.err(f"consumers[{i}].allowed_routes", f"no route named {name!r}")
+                    self.err(f"consumers[{i}].allowed_routes", f"no route named {shown(name)}")
         for r in routes:
             if r.key_auth is not None and not any(c.key_digests for c in consumers):
                 self.err(
@@ -140,7 +139,7 @@ class SecurityChecks(Checker):
             if (
                 not isinstance(raw_names, list)
                 or not raw_names
-                or not all(isinstance(n, str) and _TOKEN.match(n) for n in raw_names)
+                or not all(isinstance(n, str) and TOKEN.fullmatch(n) for n in raw_names)
             ):
                 self.err(f"{path}.key_names", "must be a non-empty list of header/query names")
             else:
@@ -244,7 +243,7 @@ class SecurityChecks(Checker):
                 "strategy redis needs the redis client: pip install 'llama-gateway[redis]'",
             )
         dflt = RedisConfig(url="")
-        prefix = self.string(d, "prefix", path, dflt.prefix)
+        prefix = self.wire_string(d, "prefix", path, dflt.prefix, max_len=MAX_NAME)
         return RedisConfig(
             url=url,
             timeout=self.number(d, "timeout", path, dflt.timeout, lo=0, lo_open=True, hi=60),
