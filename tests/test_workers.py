@@ -153,6 +153,8 @@ async def test_two_workers_serve_one_port_and_metrics_add_up(
     assert status["ready"] is True and status["pod"]["socket"] == mode
     assert [w["state"] for w in status["workers"]] == ["ready", "ready"]
     assert len({w["pid"] for w in status["workers"]}) == 2
+    doc = await get_json(pod.status + "/openapi.json")  # a worker's, for the pod
+    assert doc["openapi"].startswith("3.") and "/chat" in doc["paths"]
     per_worker = worker_requests(status)
     assert sum(per_worker) == 40
     if mode == "reuseport":  # 40 connections hashed over 2 sockets: all on one is 2^-39

@@ -100,6 +100,7 @@ class PodStatusApp:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/openapi.json", self._openapi)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -190,6 +191,21 @@ class PodStatusApp:
         }
         doc = pod_document(ready=ready, draining=sup.draining, pod=pod, workers=workers)
         return web.Response(body=dumps(doc), content_type=_JSON)
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        """Every worker serves the same config: the first one that answers speaks for
+        the pod."""
+        for slot in self.sup.slots:
+            if not slot.alive or slot.state != READY_STATE:
+                continue
+            try:
+                status, body = await get(slot.status_path, "/openapi.json", SCRAPE_TIMEOUT)
+            except (OSError, TimeoutError):
+                continue
+            if status == 200:
+                return web.Response(body=body, content_type=_JSON)
+        body = dumps({"error": {"message": "no worker is ready"}})
+        return web.Response(status=503, body=body, content_type=_JSON)
 
     async def _worker_status(self, slot: Slot) -> dict[str, Any]:
         entry: dict[str, Any] = {
