@@ -14,7 +14,10 @@ from .jsonutil import dumps
 NO_ROUTE = "no route matched"
 BODY_TOO_LARGE = "request body is too large"
 NO_PROMPTS = "request body doesn't contain valid prompts"
-NO_INPUT = "request body doesn't contain valid input: 'input' must be a string or a non-empty list"
+NO_INPUT = (
+    "request body doesn't contain valid input: 'input' must be a non-empty string "
+    "or a non-empty list of them (or of token ids)"
+)
 MULTIPLE_FORMATS = "request matches multiple LLM request formats"
 NO_MODEL = "model parameter not found in request, nor in gateway configuration"
 STREAMING_DISABLED = "response streaming is not enabled for this LLM"

@@ -61,11 +61,12 @@ def _is_prompt(value: Any) -> bool:
 
 
 def _is_input(value: Any) -> bool:
-    """OpenAI's embeddings `input`: a string, or a non-empty list of strings, of token
-    ids, or of token-id lists."""
+    """OpenAI's embeddings `input`: a non-empty string, or a non-empty list of them, of
+    token ids, or of token-id lists (OpenAI refuses empty ones: there is nothing to
+    embed, and some servers answer no vector at all)."""
     if isinstance(value, str):
-        return True
-    return isinstance(value, list) and len(value) > 0
+        return value != ""
+    return isinstance(value, list) and len(value) > 0 and "" not in value and [] not in value
 
 
 def parse_body(raw: bytes, route_type: str) -> dict[str, Any]:

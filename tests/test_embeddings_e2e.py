@@ -171,7 +171,9 @@ async def test_untransformable_requests(upstream, gateway, http, fmt, body, reas
 
 async def test_bad_input_is_refused_at_intake(upstream, gateway, http) -> None:
     up, gw = await setup(upstream, gateway, "ollama")
-    for body in ({"input": 5}, {"input": []}, {"model": "llama2"}, {"messages": [{"a": 1}]}):
+    bodies = [{"input": 5}, {"input": []}, {"model": "llama2"}, {"messages": [{"a": 1}]}]
+    bodies += [{"input": ""}, {"input": ["a", ""]}, {"input": [[1], []]}]  # nothing to embed
+    for body in bodies:
         assert (await post(http, gw, body))[0] == 400, body
     assert up.generation_requests() == []
 

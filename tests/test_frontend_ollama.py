@@ -901,8 +901,8 @@ async def test_bad_requests_are_ollamas_400(upstream, gateway, http) -> None:
         ("/api/chat", b'{"model": "llama2", "messages": "hi"}', "messages must be a list"),
         (
             "/api/embed",
-            b'{"model": "llama2", "input": []}',
-            "input must be a string or a non-empty list of strings",
+            b'{"model": "llama2", "input": 5}',
+            "input must be a string or a list of strings",
         ),
     ]
     for path, body, message in cases:
@@ -973,3 +973,33 @@ async def test_dispatch_by_model_through_each_routes_balancer(
     async with http.get(f"http://127.0.0.1:{gw.status_port}/metrics") as resp:
         after = await resp.text()
     assert metric(after, name) == metric(text, name)
+
+
+async def test_empty_embed_input_loads_the_model_like_ollama(upstream, gateway, http) -> None:
+    """Ollama answers an empty input with no vectors (a load), without an upstream call;
+    an empty string inside a list is refused (nothing to embed)."""
+    up = await upstream("ollama")
+    t = target(up, "/api/embed", route_type="llm/v1/embeddings", name="nomic-embed-text")
+    gw = await gateway(route(t, path="/embed"), frontends={"ollama": {"prefix": ""}})
+    for body, want in [
+        (
+            {"model": "nomic-embed-text", "input": ""},
+            {"model": "nomic-embed-text", "embeddings": []},
+        ),
+        (
+            {"model": "nomic-embed-text", "input": []},
+            {"model": "nomic-embed-text", "embeddings": []},
+        ),
+    ]:
+        async with http.post(url(gw, "/api/embed"), json=body) as r:
+            assert r.status == 200 and await r.json() == want
+    async with http.post(
+        url(gw, "/api/embeddings"), json={"model": "nomic-embed-text", "prompt": ""}
+    ) as r:
+        assert r.status == 200 and await r.json() == {"embedding": []}
+    async with http.post(
+        url(gw, "/api/embed"), json={"model": "nomic-embed-text", "input": ["a", ""]}
+    ) as r:
+        assert r.status == 400
+        assert "non-empty" in (await r.json())["error"]
+    assert up.embedding_requests() == []

@@ -244,10 +244,13 @@ def embed(obj: dict[str, Any], legacy: bool) -> Converted:
         raise BadRequest("prompt must be a string")
     if not legacy and not (
         isinstance(value, str)
-        or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+        or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     ):
-        raise BadRequest("input must be a string or a non-empty list of strings")
+        raise BadRequest("input must be a string or a list of strings")
     body["input"] = value
+    # Ollama answers an empty input with no vectors (it only loads the model); an
+    # upstream asked to embed "" would fail or answer nothing.
+    warm_up = value in ("", [])
     if isinstance(obj.get("dimensions"), int):
         body["dimensions"] = obj["dimensions"]
     # Ollama's own knobs (options such as num_ctx, keep_alive, truncate) travel beside
@@ -256,4 +259,5 @@ def embed(obj: dict[str, Any], legacy: bool) -> Converted:
     if options is not None and not isinstance(options, dict):
         raise BadRequest("options must be an object")
     native = {k: v for k, v in (options or {}).items() if v is not None}
-    return Converted(EMBEDDINGS, body, native or None, _natives(obj, ("keep_alive", "truncate")))
+    natives = _natives(obj, ("keep_alive", "truncate"))
+    return Converted(EMBEDDINGS, body, native or None, natives, warm_up)

@@ -150,6 +150,10 @@ def embed_answer(obj: dict[str, Any], model: str, timing: Timing, legacy: bool) 
 
 def warm_up_answer(kind: str, model: str) -> dict[str, Any]:
     """Ollama's answer to a request with nothing to generate: the model is "loaded"."""
+    if kind == "embed":
+        return {"model": model, "embeddings": []}
+    if kind == "embeddings":
+        return {"embedding": []}
     out: dict[str, Any] = {"model": model, "created_at": created_at()}
     if kind == "chat":
         out["message"] = {"role": "assistant", "content": ""}
