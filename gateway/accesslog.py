@@ -88,6 +88,7 @@ class AccessLog:
             + f".{int(rec.wall_started % 1 * 1000):03d}Z",
             "request_id": rec.request_id,
             "route": rec.route.name,
+            "consumer": rec.consumer,  # key-auth's username (a config value), else null
             "status": rec.status,
             "outcome": rec.outcome,
             "target": target.name,

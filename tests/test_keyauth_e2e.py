@@ -229,3 +229,22 @@ async def test_all_protected_listings_refuse_instead_of_listing_nothing(gateway,
             await client.models.list()
     async with openai.AsyncOpenAI(base_url=base, api_key=ALICE, max_retries=0) as client:
         assert {m.id async for m in client.models.list()} == {"open-model", "secret-model"}
+
+
+async def test_the_access_log_names_the_consumer(gateway, upstream, http, caplog):
+    import json
+    import logging
+
+    from gateway.accesslog import ACCESS_LOGGER
+
+    up = await upstream("ollama")
+    t = target(up, "/api/chat", logging={"log_statistics": True})
+    gw = await gateway(
+        route(t, path="/chat", name="chat") | {"key_auth": {}}, consumers=CONSUMERS[:1]
+    )
+    caplog.set_level(logging.INFO, ACCESS_LOGGER)
+    async with http.post(url(gw), json=CHAT, headers={"apikey": ALICE}) as resp:
+        assert resp.status == 200
+    (line,) = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert json.loads(line)["consumer"] == "alice"
+    assert ALICE not in line
