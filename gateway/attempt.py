@@ -239,9 +239,10 @@ class Attempts:
         resp: Response,
         att: Attempt,
     ) -> web.StreamResponse | Failure:
-        decoder = att.dialect.stream(
-            call, target.adapter.decoder(call, target.cfg.options), att.rec, self.clock
-        )
+        inner = target.adapter.decoder(call, target.cfg.options)
+        # Built only if the upstream ends its stream with an error text (rare).
+        inner.redact = lambda text: _redactor(request, route, att).text(text)
+        decoder = att.dialect.stream(call, inner, att.rec, self.clock)
         end = await relay_stream(
             request,
             resp,

@@ -174,6 +174,12 @@ async def reset_mid_stream(req: Request, w: asyncio.StreamWriter) -> None:
     w.transport.abort()
 
 
+async def stream_error_echo(req: Request, w: asyncio.StreamWriter) -> None:
+    """Two lines, then an in-band error line that quotes the request (keys included)."""
+    line = json.dumps({"error": "bad request: " + req.raw.decode("utf-8", "replace")})
+    w.write(_STREAM_HEAD + _chunk(STREAM_LINE * 2) + _chunk(line.encode() + b"\n") + b"0\r\n\r\n")
+
+
 # ---------------------------------------------------------------- echoes
 
 

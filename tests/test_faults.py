@@ -21,7 +21,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from faults import MODES, FaultyUpstream, Mode, bad_header_value, deep_openai_answer
+from faults import (
+    MODES,
+    FaultyUpstream,
+    Mode,
+    bad_header_value,
+    deep_openai_answer,
+    stream_error_echo,
+)
 from helpers import route, target, url
 from log_kit import json_log
 from yarl import URL
@@ -268,3 +275,20 @@ async def test_an_answer_nested_too_deep_is_the_upstreams_fault(faulty, gateway,
         f'llama_gateway_upstream_errors_total{{route="r",target="{name}",reason="invalid"}} 1.0'
     )
     assert counted in gw.metrics.exposition().decode()
+
+
+async def test_an_in_band_stream_error_quoting_the_request_is_redacted(
+    faulty, gateway, http, access_log
+) -> None:
+    """After the stream has started, an upstream's error line that repeats the request
+    ends the stream as one error event: with every secret redacted."""
+    up = await faulty(stream_error_echo)
+    gw = await gateway(*secret_routes(up))
+    for path in ("/h", "/b"):
+        status, ctype, everything, _ = await exchange(http, gw, path, True)
+        assert status == 200 and ctype.startswith("text/event-stream")
+        last = everything.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+        message = json.loads(last[len(b"data: ") :])["error"]["message"]
+        assert message.startswith("bad request: ") and "[redacted]" in message
+        assert_no_secret(everything, f"the stream ({path})")
+    assert_no_secret(access_log.getvalue(), "the access log")

@@ -7,6 +7,7 @@ owns the order of things; an adapter only knows its dialect.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,9 @@ class StreamDecoder(ABC):
         self.done = False
         self.model: str | None = None  # upstream-reported model, when seen
         self.completion_text_len = 0  # characters of generated text, for estimates
+        # Applied to an upstream's in-band error text before it reaches the client (an
+        # upstream may quote the request, keys included); set by the caller.
+        self.redact: Callable[[str], str] | None = None
 
     @abstractmethod
     def feed(self, data: bytes) -> list[bytes]: ...

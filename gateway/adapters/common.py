@@ -314,6 +314,8 @@ class FramedDecoder(StreamDecoder):
         return out
 
     def _fail(self, message: str, out: list[bytes]) -> None:
+        if self.redact is not None:
+            message = self.redact(message)
         out.append(error_event(message))
         self.error = message
         self._closed = True
