@@ -101,7 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = server_variables()
         set_ = ", ".join(names[k] for k in server_env(os.environ))  # e.g. a Deployment's env
         env = f"; from the environment: {set_}" if set_ else ""
-        print(f"{path}: OK ({len(cfg.routes)} route(s), {n} target(s){env})")
+        guarded = sum(1 for r in cfg.routes if r.key_auth is not None)
+        limited = sum(1 for r in cfg.routes if r.rate_limiting is not None)
+        security = (
+            f", {len(cfg.consumers)} consumer(s), key-auth on {guarded} route(s),"
+            f" rate limits on {limited} route(s)"
+            if cfg.consumers or guarded or limited
+            else ""
+        )
+        print(f"{path}: OK ({len(cfg.routes)} route(s), {n} target(s){security}{env})")
         return 0
     if args.command == "serve":
         path = _config_path(args.config)

@@ -166,7 +166,9 @@ async def test_no_secret_in_any_output_channel(tmp_path: Path, echo_upstream: st
     assert '"payload"' in access or "payload" in access, "the access log logged no payloads"
     assert "you sent" in "".join(seen), "the upstream's echo did not reach the client"
 
-    seen.append(await _run("check", "--config", str(cfg_path), env=env))
+    checked = await _run("check", "--config", str(cfg_path), env=env)
+    assert "1 consumer(s), key-auth on 4 route(s), rate limits on 3 route(s)" in checked
+    seen.append(checked)
     broken = yaml.safe_load(cfg_path.read_text())
     broken["routes"][0]["config"]["targets"][0]["auth"]["header_value"] = HEADER_SECRET + "\x01"
     broken["consumers"][0]["keyauth_credentials"].append({"key": CONSUMER_KEY})  # duplicate
