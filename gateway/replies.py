@@ -53,3 +53,16 @@ def success_headers(
     if rec.extra_headers is not None:  # rate-limit headers of an admitted request
         headers.update(rec.extra_headers)
     return headers
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own answers (404 unknown path, 405 wrong method) in the JSON error
+    shape, for the status listeners (the proxy listener has no router to make them)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, exc.reason.lower(), headers)

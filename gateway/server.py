@@ -32,7 +32,7 @@ from .jsonutil import dumps
 from .metrics import Metrics
 from .pipeline import Gateway
 from .reload import ConfigWatcher, Reloader
-from .replies import error_response
+from .replies import error_response, json_errors
 from .routing import Route, Router
 from .runtime import Carried, Runtime, carry_routes
 from .security.guard import attach_guards
@@ -130,7 +130,7 @@ class GatewayServer:
         return self.gateway
 
     def status_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[json_errors])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)

@@ -285,3 +285,14 @@ async def test_expect_is_ignored_in_http_1_0(upstream, gateway) -> None:
     a = await c.answer()
     assert a.status == 200  # and no interim answer came first
     c.close()
+
+
+async def test_the_status_listener_answers_json_errors_too(gateway, upstream, http) -> None:
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat")))
+    base = f"http://127.0.0.1:{gw.status_port}"
+    async with http.get(base + "/nope") as r:
+        assert r.status == 404 and await r.json() == {"error": {"message": "not found"}}
+    async with http.post(base + "/metrics") as r:
+        assert r.status == 405 and r.headers["Allow"] == "GET,HEAD"
+        assert (await r.json())["error"]["message"] == "method not allowed"

@@ -125,5 +125,11 @@ class Catalog:
         return sorted({e.id for e in self.entries(route_type) if keep is None or keep(e.route)})
 
 
+def body_refusal(status: int) -> str:
+    """The front-door rejection reason of a body that could not be read: too large
+    (413), too slow (408: client_body_timeout), or broken framing (400)."""
+    return {413: "too_large", 408: "body_timeout"}.get(status, "bad_request")
+
+
 def no_count(reason: str) -> None:
     """A front door's rejection counter until the server wires in the metrics."""

@@ -28,7 +28,7 @@ from ..replies import Handler
 from ..security.keyauth import Rejected
 from ..security.listing import opens, refusal, visible
 from . import ollama_request as req
-from .catalog import Catalog, ModelEntry, _twin, no_count
+from .catalog import Catalog, ModelEntry, _twin, body_refusal, no_count
 from .ollama_response import (
     NDJSONStream,
     Timing,
@@ -160,7 +160,7 @@ class OllamaFront:
             try:
                 raw = await read_body(request, self.body_limit)
             except GatewayError as exc:
-                self.rejected("too_large")
+                self.rejected(body_refusal(exc.status))
                 return ollama_error(exc.status, exc.message)
             try:
                 obj = loads(raw) if raw else None

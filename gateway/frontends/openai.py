@@ -25,7 +25,7 @@ from ..pipeline import Gateway, Prepared
 from ..replies import Handler
 from ..security.keyauth import Rejected
 from ..security.listing import opens, refusal, visible
-from .catalog import Catalog, ModelEntry, no_count
+from .catalog import Catalog, ModelEntry, body_refusal, no_count
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -104,7 +104,7 @@ class OpenAIFront:
         try:
             raw = await read_body(request, self.body_limit)
         except GatewayError as exc:
-            self.rejected("too_large")
+            self.rejected(body_refusal(exc.status))
             return OPENAI.error(exc.status, exc.message)
         try:
             body = loads(raw) if raw else None

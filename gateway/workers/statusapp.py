@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from ..jsonutil import dumps
 from ..livemetrics import PREFIX
 from ..metrics import render
+from ..replies import json_errors
 from .client import get
 from .podstatus import pod_document
 from .slot import DRAINING, READY_STATE, REASONS, STATES
@@ -95,7 +96,7 @@ class PodStatusApp:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; the bound port."""
-        app = web.Application()
+        app = web.Application(middlewares=[json_errors])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
