@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from gateway.accesslog import ACCESS_LOGGER, configure
 from gateway.logs import JSONFormatter
 
 SECRET = "sk-never-in-a-log-line"
@@ -42,3 +43,13 @@ def json_log(level: int = logging.DEBUG) -> Iterator[Captured]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old)
+
+
+def capture_access_log() -> io.StringIO:
+    """The access log's lines from now on, into a buffer (instead of stdout)."""
+    buf = io.StringIO()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    configure(buf)
+    return buf

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 from helpers import route, target, url
-
-from gateway.accesslog import ACCESS_LOGGER, configure
+from log_kit import capture_access_log
 
 CHAT = [{"role": "user", "content": "hello there"}]
 SECRET = "sk-very-secret-value"
 PARAM_SECRET = "param-secret-value"
 
 
-def capture() -> io.StringIO:
-    buf = io.StringIO()
-    logger = logging.getLogger(ACCESS_LOGGER)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    configure(buf)
-    return buf
-
-
 async def test_log_statistics_and_payloads(upstream, gateway, http) -> None:
-    buf = capture()
+    buf = capture_access_log()
     up = await upstream("ollama")
     quiet = target(up, "/api/chat")
     loud = target(
@@ -60,7 +48,7 @@ async def test_log_statistics_and_payloads(upstream, gateway, http) -> None:
 
 
 async def test_secrets_never_in_metrics_status_or_access_log(upstream, gateway, http) -> None:
-    buf = capture()
+    buf = capture_access_log()
     up = await upstream("ollama")
     t = target(
         up,
@@ -94,7 +82,7 @@ async def test_reshaped_upstream_error_keeps_the_upstream_bytes_in_the_log(
 ) -> None:
     """The client gets OpenAI's error shape; the access log keeps what the upstream said,
     also when the answer is a pass-through kept while the route failed over."""
-    buf = capture()
+    buf = capture_access_log()
     up = await upstream("ollama", models=("llama2",))
     logged = {"log_statistics": True, "log_payloads": True}
     once = target(up, "/api/chat", name=None, logging=logged)

@@ -9,40 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
+from config_kit import doc, target
 
 from gateway.config import ConfigError, load_file, parse
 from gateway.config.schema import ActiveHealthcheck, BalancerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def target(**over: Any) -> dict[str, Any]:
-    t: dict[str, Any] = {
-        "route_type": "llm/v1/chat",
-        "model": {
-            "provider": "llama2",
-            "name": "llama2",
-            "options": {
-                "llama2_format": "ollama",
-                "upstream_url": "http://127.0.0.1:11434/api/chat",
-            },
-        },
-    }
-    t.update(over)
-    return t
-
-
-def doc(*targets: dict[str, Any], **config: Any) -> dict[str, Any]:
-    return {
-        "routes": [
-            {
-                "name": "r",
-                "paths": ["/chat"],
-                "plugin": "ai-proxy-advanced",
-                "config": {"targets": list(targets) or [target()], **config},
-            }
-        ]
-    }
 
 
 def errors_of(raw: Any, env: dict[str, str] | None = None) -> list[str]:

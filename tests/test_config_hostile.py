@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from config_kit import doc, target
 
 from gateway.config import Config, ConfigError, load_file, load_text, parse
 from gateway.config._load import MAX_DEPTH
@@ -22,34 +23,6 @@ from gateway.config._load import MAX_DEPTH
 SECRET = "s3cr3t-t0ken-value"
 CHAT = "routes[0].config.targets[0]"
 OPTS = f"{CHAT}.model.options"
-
-
-def target(**over: Any) -> dict[str, Any]:
-    t: dict[str, Any] = {
-        "route_type": "llm/v1/chat",
-        "model": {
-            "provider": "llama2",
-            "name": "llama2",
-            "options": {
-                "llama2_format": "ollama",
-                "upstream_url": "http://127.0.0.1:11434/api/chat",
-            },
-        },
-    }
-    t.update(over)
-    return t
-
-
-def doc(*targets: dict[str, Any], **config: Any) -> dict[str, Any]:
-    return {
-        "routes": [
-            {
-                "name": "r",
-                "paths": ["/chat"],
-                "config": {"targets": [*targets] or [target()], **config},
-            }
-        ]
-    }
 
 
 def with_options(**options: Any) -> dict[str, Any]:
@@ -334,7 +307,7 @@ def test_yaml_errors_do_not_quote_the_line() -> None:
     assert err.startswith("invalid YAML at line ") and SECRET not in err
     # `*` typed before a value makes it an alias, which PyYAML's message would name.
     text = yaml.safe_dump(doc()) + f"x: *{SECRET}\n"
-    assert text_errors(text) == ["invalid YAML at line 14, column 4: found undefined alias '…'"]
+    assert text_errors(text) == ["invalid YAML at line 15, column 4: found undefined alias '…'"]
     assert text_errors("a: [\t]") == [
         "invalid YAML at line 1, column 5: found character '\\t' that cannot start any token "
         "(while scanning for the next token)"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -30,10 +29,9 @@ from faults import (
     stream_error_echo,
 )
 from helpers import route, target, url
-from log_kit import json_log
+from log_kit import capture_access_log, json_log
 from yarl import URL
 
-from gateway.accesslog import ACCESS_LOGGER, configure
 from gateway.server import GatewayServer
 
 # Every exchange ends well within this; a hang fails the test instead of the suite.
@@ -100,12 +98,7 @@ async def faulty() -> AsyncIterator[Callable[[Mode], Awaitable[FaultyUpstream]]]
 
 @pytest.fixture
 def access_log() -> io.StringIO:
-    buf = io.StringIO()
-    logger = logging.getLogger(ACCESS_LOGGER)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    configure(buf)
-    return buf
+    return capture_access_log()
 
 
 def secret_routes(up: FaultyUpstream) -> list[dict[str, Any]]:

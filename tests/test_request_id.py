@@ -4,32 +4,21 @@ every answer of the proxy listener, in the access log."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import re
 import socket
 
 import pytest
 from helpers import route, target, url
+from log_kit import capture_access_log
 
 from gateway import requestid
-from gateway.accesslog import ACCESS_LOGGER, configure
 from gateway.outbound import RequestTemplate
 from gateway.sim import Behaviour
 
 CHAT = [{"role": "user", "content": "hi"}]
 FRESH = re.compile(r"[0-9a-f]{32}")
 FRONT = {"openai": {"prefix": "/v1"}, "ollama": {"prefix": ""}}
-
-
-def capture_access_log() -> io.StringIO:
-    buf = io.StringIO()
-    logger = logging.getLogger(ACCESS_LOGGER)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    configure(buf)
-    return buf
 
 
 def sent_ids(up) -> list[list[str]]:
