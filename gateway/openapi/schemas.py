@@ -154,18 +154,25 @@ CHAT_REQUEST: Schema = {
     },
 }
 
+
+def _text_or_tokens(text: Schema) -> Schema:
+    """OpenAI's `prompt` / `input`: a text, a list of texts, token ids, or lists of them."""
+    tokens = {**TOKENS, "minItems": 1}
+    return {
+        "oneOf": [
+            text,
+            {"type": "array", "minItems": 1, "items": text},
+            tokens,
+            {"type": "array", "minItems": 1, "items": tokens},
+        ]
+    }
+
+
 COMPLETIONS_REQUEST: Schema = {
     "type": "object",
     "required": ["prompt"],
     "properties": {
-        "prompt": {
-            "oneOf": [
-                STR,
-                {**STR_LIST, "minItems": 1},
-                {**TOKENS, "minItems": 1},
-                {"type": "array", "minItems": 1, "items": TOKENS},
-            ]
-        },
+        "prompt": _text_or_tokens(STR),
         **_SAMPLING,
         "suffix": _nullable(STR),
         "echo": _nullable(BOOL),
@@ -178,14 +185,8 @@ EMBEDDINGS_REQUEST: Schema = {
     "type": "object",
     "required": ["input"],
     "properties": {
-        "input": {
-            "oneOf": [
-                STR,
-                {**STR_LIST, "minItems": 1},
-                {**TOKENS, "minItems": 1},
-                {"type": "array", "minItems": 1, "items": TOKENS},
-            ]
-        },
+        # Empty strings and token lists are refused (nothing to embed).
+        "input": _text_or_tokens({**STR, "minLength": 1}),
         "model": STR,
         "encoding_format": {"type": "string", "enum": ["float", "base64"]},
         "dimensions": {**INT, "minimum": 1},
