@@ -60,18 +60,21 @@ class RateLimiter:
         self.store: Store = store if store is not None else LocalStore()
         self.wall = wall
         self.on_store_error = on_store_error
-        self._requests = [i for i, lim in enumerate(cfg.limits) if lim.kind == "requests"]
-        self._tokens = [i for i, lim in enumerate(cfg.limits) if lim.kind == "tokens"]
+        # Requests limits first, then tokens: the order the stores take them in.
+        self._order = [lim for lim in cfg.limits if lim.kind == "requests"]
+        self._n_requests = len(self._order)
+        self._order += [lim for lim in cfg.limits if lim.kind == "tokens"]
+        self._tokens = self._order[self._n_requests :]
+        self._limit_text = [str(lim.limit) for lim in self._order]
         self._down_until = 0.0
         self._backoff = _BACKOFF_MIN
         self._pending: set[asyncio.Task[None]] = set()
 
-    def _counters(self, identity: str, now: float, indices: list[int]) -> list[Counter]:
+    def _counters(self, identity: str, now: float, limits: list[RateLimit]) -> list[Counter]:
         # A tag with the route's name: routes sharing a Redis never share counters.
         tag = f"{self.route}\x1f{identity}"
         out = []
-        for i in indices:
-            lim = self.cfg.limits[i]
+        for lim in limits:
             index = int(now // lim.window)
             ttl = math.ceil((index + 1) * lim.window - now) + 1
             out.append(Counter(tag, lim.kind, lim.window, index, lim.limit, ttl))
@@ -79,32 +82,59 @@ class RateLimiter:
 
     async def admit(self, identity: str) -> Admitted:
         now = self.wall()
-        order = self._requests + self._tokens
-        counters = self._counters(identity, now, order)
+        counters = self._counters(identity, now, self._order)
         if now < self._down_until:
             return self._store_failed(identity)
         try:
-            ok, values = await self.store.admit(counters, len(self._requests))
+            ok, values = await self.store.admit(counters, self._n_requests)
         except StoreError as exc:
             self._failed(now, exc)
             return self._store_failed(identity)
         self._recovered()
-        limits = [self.cfg.limits[i] for i in order]
-        headers = {} if self.cfg.hide_client_headers else _headers(limits, values, now, ok)
+        headers = {} if self.cfg.hide_client_headers else self._headers(counters, values)
         if not ok:
+            n = self._n_requests
             exhausted = [
-                (lim, _reset(lim, now))
-                for lim, v, is_req in zip(limits, values, self._kinds(), strict=True)
-                if (v + 1 > lim.limit if is_req else v >= lim.limit)
+                c
+                for i, (c, v) in enumerate(zip(counters, values, strict=True))
+                if (v + 1 > c.limit if i < n else v >= c.limit)
             ]
-            wait = max(r for _, r in exhausted)
-            headers["Retry-After"] = str(wait)
-            kind = "tokens" if all(lim.kind == "tokens" for lim, _ in exhausted) else "requests"
+            headers["Retry-After"] = str(max(c.ttl - 1 for c in exhausted))
+            kind = "tokens" if all(c.kind == "tokens" for c in exhausted) else "requests"
             raise RateLimited(RATE_LIMITED, headers, kind)
         return Admitted(identity, headers)
 
-    def _kinds(self) -> list[bool]:
-        return [True] * len(self._requests) + [False] * len(self._tokens)
+    def _headers(self, counters: list[Counter], values: list[int]) -> dict[str, str]:
+        """Kong-style `X-RateLimit-Limit/Remaining/Reset` for the tightest limit (the
+        smallest share left), and OpenAI's `X-RateLimit-*-Requests` / `-Tokens` for the
+        tightest of each kind. Remaining counts the request being admitted; reset is
+        whole seconds until that limit's window ends."""
+        n = self._n_requests
+        best_req = best_tok = best = -1
+        share_req = share_tok = share = 2.0
+        remaining = [0] * len(values)
+        for i, c in enumerate(counters):
+            left = c.limit - values[i]
+            left = remaining[i] = left if left > 0 else 0
+            frac = left / c.limit
+            if i < n:
+                if frac < share_req:
+                    share_req, best_req = frac, i
+            elif frac < share_tok:
+                share_tok, best_tok = frac, i
+            if frac < share:
+                share, best = frac, i
+        text = self._limit_text
+        out: dict[str, str] = {}
+        for i, suffix in ((best_req, "-Requests"), (best_tok, "-Tokens")):
+            if i >= 0:
+                out["X-RateLimit-Limit" + suffix] = text[i]
+                out["X-RateLimit-Remaining" + suffix] = str(remaining[i])
+                out["X-RateLimit-Reset" + suffix] = f"{counters[i].ttl - 1}s"
+        out["X-RateLimit-Limit"] = text[best]
+        out["X-RateLimit-Remaining"] = str(remaining[best])
+        out["X-RateLimit-Reset"] = str(counters[best].ttl - 1)
+        return out
 
     def spend(self, identity: str, tokens: int) -> None:
         """Charge an answer's tokens (in the background: the answer is already sent)."""
@@ -165,34 +195,3 @@ class RateLimiter:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.store.close()
-
-
-def _reset(lim: RateLimit, now: float) -> int:
-    """Whole seconds until `lim`'s window ends (at least 1)."""
-    return max(1, math.ceil((int(now // lim.window) + 1) * lim.window - now))
-
-
-def _headers(limits: list[RateLimit], values: list[int], now: float, ok: bool) -> dict[str, str]:
-    """Kong-style `X-RateLimit-Limit/Remaining/Reset` for the tightest limit, and
-    OpenAI's `x-ratelimit-*-requests` / `-tokens` names for the tightest of each kind.
-    Remaining counts the request being admitted."""
-    best: dict[str, tuple[float, RateLimit, int]] = {}
-    for lim, v in zip(limits, values, strict=True):
-        remaining = max(0, lim.limit - v)
-        share = remaining / lim.limit
-        for k in (lim.kind, ""):
-            if k not in best or share < best[k][0]:
-                best[k] = (share, lim, remaining)
-    out: dict[str, str] = {}
-    for k, (_, lim, remaining) in best.items():
-        reset = _reset(lim, now)
-        if k:
-            suffix = "-Requests" if k == "requests" else "-Tokens"
-            out["X-RateLimit-Limit" + suffix] = str(lim.limit)
-            out["X-RateLimit-Remaining" + suffix] = str(remaining)
-            out["X-RateLimit-Reset" + suffix] = f"{reset}s"
-        else:
-            out["X-RateLimit-Limit"] = str(lim.limit)
-            out["X-RateLimit-Remaining"] = str(remaining)
-            out["X-RateLimit-Reset"] = str(reset)
-    return out

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from ..config.schema import RedisConfig
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+class Counter(NamedTuple):
+    """One limit's counter for one identity in the current window (a tuple: made on
+    every admitted request)."""
+
     tag: str  # route and identity, as one string with no meaning inside
     kind: str  # requests | tokens
     window: int  # seconds
-    index: int  # floor(now / window): which window
+    number: int  # floor(now / window): which window
     limit: int
-    ttl: int  # seconds until the window is over, plus one
+    ttl: int  # seconds until the window is over (rounded up), plus one
 
 
 class StoreError(Exception):
@@ -58,7 +59,7 @@ class LocalStore:
 
     def _value(self, c: Counter) -> int:
         entry = self._counts.get((c.tag, c.kind, c.window))
-        return entry[1] if entry is not None and entry[0] == c.index else 0
+        return entry[1] if entry is not None and entry[0] == c.number else 0
 
     async def admit(self, counters: list[Counter], n_requests: int) -> tuple[bool, list[int]]:
         values = [self._value(c) for c in counters]
@@ -70,17 +71,17 @@ class LocalStore:
             for i in range(n_requests):
                 c = counters[i]
                 values[i] += 1
-                self._counts[(c.tag, c.kind, c.window)] = (c.index, values[i])
+                self._counts[(c.tag, c.kind, c.window)] = (c.number, values[i])
             if len(self._counts) >= self._sweep_at:
                 self._sweep(counters)
         return ok, values
 
     def spend(self, counters: list[Counter], tokens: int) -> None:
         for c in counters:
-            self._counts[(c.tag, c.kind, c.window)] = (c.index, self._value(c) + tokens)
+            self._counts[(c.tag, c.kind, c.window)] = (c.number, self._value(c) + tokens)
 
     def _sweep(self, current: list[Counter]) -> None:
-        now_index = {c.window: c.index for c in current}
+        now_index = {c.window: c.number for c in current}
         self._counts = {k: v for k, v in self._counts.items() if v[0] >= now_index.get(k[2], v[0])}
         self._sweep_at = max(10_000, 2 * len(self._counts))
 
@@ -146,7 +147,7 @@ class RedisStore:
     def _keys(self, counters: list[Counter]) -> list[str]:
         # The tag in braces: Redis Cluster hashes only that part.
         p = self.prefix
-        return [f"{p}:{{{c.tag}}}:{c.kind}:{c.window}:{c.index}" for c in counters]
+        return [f"{p}:{{{c.tag}}}:{c.kind}:{c.window}:{c.number}" for c in counters]
 
     async def admit(self, counters: list[Counter], n_requests: int) -> tuple[bool, list[int]]:
         args = [n_requests, *(c.limit for c in counters), *(c.ttl for c in counters)]
