@@ -27,8 +27,11 @@ LISTENING = re.compile(
 
 
 class Proc:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, status_port: int) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, port: int, status_port: int, startup: bytes = b""
+    ) -> None:
         self.proc, self.port, self.status_port = proc, port, status_port
+        self.startup = startup  # its stderr up to the line saying where it listens
 
     @property
     def base(self) -> str:
@@ -37,6 +40,32 @@ class Proc:
     @property
     def status(self) -> str:
         return f"http://127.0.0.1:{self.status_port}"
+
+
+async def launch(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdout: int = asyncio.subprocess.DEVNULL,
+    preexec: Any = None,
+) -> Proc:
+    """`python -m gateway <args>` as a process, once it says where it listens (its
+    stderr stays open for the caller to read on)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args,
+        env=env if env is not None else dict(os.environ),
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=preexec,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = b""
+    while True:
+        line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
+        seen += line
+        assert line, f"gateway exited early: {seen.decode()}"
+        m = LISTENING.search(line)
+        if m:
+            return Proc(proc, int(m.group(1)), int(m.group(2)), seen)
 
 
 async def start_serve(
@@ -57,22 +86,8 @@ async def start_serve(
         if ignore_sigint:  # what a shell does to `cmd &` children
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve",
-        env={**os.environ, "LLAMA_GATEWAY_CONFIG": str(cfg)},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=preexec,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen = b""
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
-        seen += line
-        assert line, f"gateway exited early: {seen.decode()}"
-        m = LISTENING.search(line)
-        if m:
-            return Proc(proc, int(m.group(1)), int(m.group(2)))
+    env = {**os.environ, "LLAMA_GATEWAY_CONFIG": str(cfg)}
+    return await launch("serve", env=env, preexec=preexec)
 
 
 async def wait_exit(p: Proc, timeout: float = 30) -> int:

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 from helpers import route, target
+from test_process import launch
 
 from gateway.reload import ConfigWatcher, Reloader
-
-LISTENING = re.compile(
-    rb"listening on http://127\.0\.0\.1:(\d+) \(status http://127\.0\.0\.1:(\d+)\)"
-)
 
 
 def configmap(root: Path, version: str, text: str) -> None:
@@ -91,20 +86,8 @@ async def test_reloads_coalesce() -> None:
 
 
 async def start(cfg: Path, *args: str) -> tuple[asyncio.subprocess.Process, int, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(cfg), *args,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen = b""
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
-        seen += line
-        assert line, f"gateway exited early: {seen.decode()}"
-        m = LISTENING.search(line)
-        if m:
-            return proc, int(m.group(1)), int(m.group(2))
+    p = await launch("serve", "--config", str(cfg), *args)
+    return p.proc, p.port, p.status_port
 
 
 async def stderr_until(proc: asyncio.subprocess.Process, text: bytes) -> bytes:
@@ -165,15 +148,9 @@ async def test_watch_config_follows_a_configmap_update(upstream, tmp_path: Path)
     text_two = yaml.safe_dump({"server": {"port": 0, "status_port": 0}, "routes": two})
     configmap(tmp_path, "v1", text_one)
     env_watch = {**os.environ, "LLAMA_GATEWAY_WATCH_CONFIG": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "config.yaml"),
-        env=env_watch, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    p = await launch("serve", "--config", str(tmp_path / "config.yaml"), env=env_watch)
+    proc, port = p.proc, p.port
     try:
-        seen = await stderr_until(proc, b"listening on")
-        m = LISTENING.search(seen)
-        assert m is not None
-        port = int(m.group(1))
         async with aiohttp.ClientSession() as http:
             assert await status(http, port, "/one") == 200
             configmap(tmp_path, "v2", text_two)

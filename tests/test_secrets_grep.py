@@ -20,7 +20,7 @@ import yaml
 from aiohttp import web
 from helpers import route, target
 from redis_kit import RedisServer, needs_redis
-from test_process import LISTENING
+from test_process import launch
 
 pytestmark = needs_redis
 
@@ -112,20 +112,10 @@ async def test_no_secret_in_any_output_channel(tmp_path: Path, echo_upstream: st
     env = {**os.environ, "LLAMA_GATEWAY_LOG_FORMAT": "json", "LLAMA_GATEWAY_LOG_LEVEL": "debug"}
     seen: list[str] = []  # every byte any channel produced
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(cfg_path), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    gw = await launch("serve", "--config", str(cfg_path), env=env, stdout=asyncio.subprocess.PIPE)
+    proc, port, status_port = gw.proc, gw.port, gw.status_port
     assert proc.stderr is not None and proc.stdout is not None
-    stderr = b""
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
-        assert line, f"gateway exited early: {stderr.decode()}"
-        stderr += line
-        m = LISTENING.search(line)
-        if m:
-            port, status_port = int(m.group(1)), int(m.group(2))
-            break
+    stderr = gw.startup
     try:
         client_headers = {"apikey": CONSUMER_KEY, "Authorization": f"Bearer {CLIENT_AUTH}"}
         async with aiohttp.ClientSession() as http:
