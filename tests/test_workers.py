@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
 from collections import Counter
@@ -21,13 +20,11 @@ import pytest
 import yaml
 from helpers import route, target
 from prometheus_client.parser import text_string_to_metric_families
+from test_process import LISTENING
 
 from gateway.sim import Behaviour
 from gateway.workers.count import available_cpus
 
-LISTENING = re.compile(
-    rb"listening on http://127\.0\.0\.1:(\d+) \(status http://127\.0\.0\.1:(\d+)\)"
-)
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
