@@ -52,4 +52,3 @@ def of(request: web.BaseRequest) -> str:
 def field(rid: str) -> bytes:
     """The upstream request's header line (the client's own is never forwarded)."""
     return b"X-Request-Id: " + rid.encode("ascii") + b"\r\n"
-
