@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -340,6 +341,14 @@ def check_network_policy(objs: Objects) -> None:
             assert any(_egress_allows(r, t.options.upstream_url, objs) for r in egress), (
                 f"no egress rule admits target {t.name} at {t.options.upstream_url.hostport}"
             )
+        rl = route.rate_limiting
+        if rl is not None and rl.redis is not None and rl.strategy == "redis":
+            u = urlsplit(rl.redis.url)  # rate limits shared through Redis: reach it too
+            if u.scheme != "unix" and u.hostname:
+                redis = UpstreamURL(u.scheme, u.hostname, u.port or 6379, "")
+                assert any(_egress_allows(r, redis, objs) for r in egress), (
+                    f"no egress rule admits the Redis of route {route.name} at {redis.hostport}"
+                )
 
 
 def _egress_allows(rule: dict[str, Any], url: UpstreamURL, objs: Objects) -> bool:
@@ -645,6 +654,20 @@ DEFECTS: list[tuple[str, str, Callable[[Objects], None], Callable[[Objects], Non
         "upstream port",
         "dev",
         lambda o: _set_config(o, lambda t: t.replace(":11434/api/chat", ":11435/api/chat")),
+        check_network_policy,
+    ),
+    (
+        "redis unreachable",
+        "prod",
+        lambda o: _set_config(
+            o,
+            lambda t: t.replace(
+                "    plugin: ai-proxy-advanced\n",
+                "    plugin: ai-proxy-advanced\n    rate_limiting: {limits: [{requests: 9, window: 60}],"
+                " strategy: redis, redis: {url: 'redis://redis.cache.svc:6379/0'}}\n",
+                1,
+            ),
+        ),
         check_network_policy,
     ),
     (
