@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
-from prometheus_client.utils import floatToGoString
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from balancers import Reason
 
 from . import observe
-from .clientconn import REASONS as CLIENT_REASONS
+from .exposition import render
 from .fastmetrics import Counter, CounterChild, Histogram, HistogramChild
 from .livemetrics import PREFIX, PoolCollector, TargetCollector
 from .observe import RequestRecord
+from .procmetrics import ProcessMetrics
 
 if TYPE_CHECKING:
     from .routing import Route, Target
@@ -95,6 +95,8 @@ class Metrics:
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self._build(self.registry)
+        # Series of the process rather than of requests: config, listeners, build.
+        self.process = ProcessMetrics(self.registry)
         self._register_process_collectors()
         self.targets = TargetCollector(routes, clock)
         self.registry.register(self.targets)
@@ -215,48 +217,6 @@ class Metrics:
             ("route", "reason"),
             registry=reg,
         )
-        self.frontend_rejected = Counter(
-            PREFIX + "frontend_rejected",
-            "Front-door requests answered before any route was chosen, by reason: "
-            "unknown_model, unsupported (another route type serves it), bad_request, "
-            "too_large, method.",
-            ("frontend", "reason"),
-            registry=reg,
-        )
-        self.config_reloads = Counter(
-            PREFIX + "config_reloads",
-            "Config reloads (SIGHUP or a watched file change), by result: success, failure.",
-            ("result",),
-            registry=reg,
-        )
-        for result in ("success", "failure"):
-            self.config_reloads.labels(result)  # zeros, not gaps, before the first reload
-        self.config_last_reload = Gauge(
-            PREFIX + "config_last_reload_timestamp_seconds",
-            "Unix time the running config was loaded (at start, then each successful reload).",
-            registry=reg,
-        )
-        self.config_last_reload_ok = Gauge(
-            PREFIX + "config_last_reload_successful",
-            "1 when the last reload attempt succeeded (or none failed since start), else 0.",
-            registry=reg,
-        )
-        self.client_rejected = Counter(
-            PREFIX + "client_connections_rejected",
-            "Client connections the proxy listener ended or refused, by reason: "
-            "max_connections (503), idle_timeout (no byte within client_header_timeout), "
-            "header_timeout, body_timeout (408), bad_request (unparsable request), "
-            "content_encoding (415), expectation (417).",
-            ("reason",),
-            registry=reg,
-        )
-        for reason in CLIENT_REASONS:
-            self.client_rejected.labels(reason)  # zeros, not gaps
-        self.client_connections = Gauge(
-            PREFIX + "client_connections",
-            "Open client connections on the proxy listener.",
-            registry=reg,
-        )
         self.kong_requests = Counter(
             "kong_ai_llm_requests",
             "AI requests total per ai_model in Kong",
@@ -279,15 +239,6 @@ class Metrics:
             buckets=KONG_LATENCY_BUCKETS_MS,
             registry=reg,
         )
-        self.info = Gauge(
-            PREFIX + "build_info",
-            "Gateway version (value is always 1).",
-            ("version",),
-            registry=reg,
-        )
-        from . import __version__
-
-        self.info.labels(__version__).set(1)
 
     def _register_process_collectors(self) -> None:
         from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -404,63 +355,5 @@ class Metrics:
                 c.kong_cost = self.kong_cost.labels(*c.kong_cost)
             c.kong_cost.inc(cost)
 
-    def config_loaded(self, ok: bool, wall: float, reload: bool = True) -> None:
-        if reload:
-            self.config_reloads.labels("success" if ok else "failure").inc()
-        self.config_last_reload_ok.set(1 if ok else 0)
-        if ok:
-            self.config_last_reload.set(wall)
-
-    def frontend_rejection(self, frontend: str) -> Callable[[str], None]:
-        """The counter a front door calls with the reason of each request it refuses
-        (these never reach a route, so the route series do not see them)."""
-        family = self.frontend_rejected
-
-        def count(reason: str) -> None:
-            family.labels(frontend, reason).inc()
-
-        return count
-
-    def client_counter(self) -> Callable[[str], None]:
-        """The counter the proxy listener calls with the reason of each connection it
-        ends or refuses on the client's account (gateway/clientconn.py)."""
-        children = {r: self.client_rejected.labels(r) for r in CLIENT_REASONS}
-
-        def count(reason: str) -> None:
-            children[reason].inc()
-
-        return count
-
     def exposition(self) -> bytes:
         return render(self.registry)
-
-
-_TYPE_SUFFIX = {"counter": "_total"}
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    """Prometheus text format with labels in their declared order.
-
-    prometheus_client sorts label names alphabetically; Kong's exporter writes them in
-    declaration order (`ai_provider, ai_model, …`). Prometheus does not care, but people
-    diff our output against Kong's, so we keep Kong's order.
-    """
-    out: list[str] = []
-    for family in registry.collect():
-        name = family.name + _TYPE_SUFFIX.get(family.type, "")
-        mtype = "untyped" if family.type == "unknown" else family.type
-        doc = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {mtype}\n")
-        for sample in family.samples:
-            if sample.name.endswith("_created"):
-                continue
-            if sample.labels:
-                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-                out.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n")
-            else:
-                out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
-    return "".join(out).encode()

@@ -61,7 +61,7 @@ class GatewayServer:
         self.started_at = time.time()
         routes, _ = carry_routes(config.routes, clock)
         self.metrics = Metrics(routes, clock)
-        self.metrics.config_loaded(True, self.started_at, reload=False)
+        self.metrics.process.config_loaded(True, self.started_at, reload=False)
         self.security_metrics = SecurityMetrics(self.metrics.registry)
         attach_guards(routes, config.consumers, store_error=self.security_metrics.store_error)
         self._retired: set[asyncio.Task[None]] = set()  # old rate limiters, closing
@@ -79,7 +79,7 @@ class GatewayServer:
             routes,
             gateway=self._gateway,
             created=self.started_at,
-            rejection=self.metrics.frontend_rejection,
+            rejection=self.metrics.process.frontend_rejection,
             clock=self.clock,
         )
 
@@ -118,11 +118,11 @@ class GatewayServer:
             body_timeout=s.client_body_timeout,
             keepalive_timeout=s.keepalive_timeout,
             max_connections=s.max_connections,
-            count=self.metrics.client_counter(),
+            count=self.metrics.process.client_counter(),
             access_log=None,  # per-request logging is the access log's job (opt-in per route)
             handler_cancellation=True,  # a client disconnect cancels the upstream call
         )
-        self.metrics.client_connections.set_function(lambda: server.open)
+        self.metrics.process.client_connections.set_function(lambda: server.open)
         return server
 
     def _gateway(self) -> Gateway:
@@ -263,7 +263,7 @@ class GatewayServer:
             await old.stop_probes()
             for limiter in retired:
                 self._retire(limiter, config.server.drain_timeout)
-            self.metrics.config_loaded(True, time.time())
+            self.metrics.process.config_loaded(True, time.time())
             return carried
 
     def _retire(self, limiter: RateLimiter, grace: float) -> None:
@@ -281,7 +281,7 @@ class GatewayServer:
         task.add_done_callback(self._retired.discard)
 
     def reload_failed(self) -> None:
-        self.metrics.config_loaded(False, time.time())
+        self.metrics.process.config_loaded(False, time.time())
 
     async def drain(self, timeout: float | None = None, force: asyncio.Event | None = None) -> None:
         """Graceful stop: no new connections, let work finish, then end what is left."""

@@ -33,9 +33,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ..exposition import render
 from ..jsonutil import dumps
 from ..livemetrics import PREFIX
-from ..metrics import render
 from ..replies import json_errors
 from .client import get
 from .podstatus import pod_document
