@@ -17,7 +17,7 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY balancers ./balancers
 # The redis extra: rate limits shared between replicas (rate_limiting.strategy: redis).
-RUN pip install '.[redis]' \
+RUN pip install './[redis]' \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
     && mkdir -p /etc/llama-gateway \
     && cp /dev/null /etc/llama-gateway/.keep
