@@ -63,7 +63,12 @@ class GatewayServer:
         self.metrics = Metrics(routes, clock)
         self.metrics.process.config_loaded(True, self.started_at, reload=False)
         self.security_metrics = SecurityMetrics(self.metrics.registry)
-        attach_guards(routes, config.consumers, store_error=self.security_metrics.store_error)
+        attach_guards(
+            routes,
+            config.consumers,
+            store_error=self.security_metrics.store_error,
+            trusted_proxies=config.server.trusted_proxies,
+        )
         self._retired: set[asyncio.Task[None]] = set()  # old rate limiters, closing
         self.access_log = AccessLog()
         self.runtime = self._runtime(config, routes)
@@ -253,7 +258,11 @@ class GatewayServer:
             routes, carried = carry_routes(config.routes, self.clock, old.routes)
             carried.restart_needed = restart
             retired = attach_guards(
-                routes, config.consumers, old.routes, self.security_metrics.store_error
+                routes,
+                config.consumers,
+                old.routes,
+                self.security_metrics.store_error,
+                config.server.trusted_proxies,  # server.* as running (startup-only)
             )
             self.metrics.use(routes)
             new = self._runtime(config, routes)

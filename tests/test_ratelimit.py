@@ -205,3 +205,45 @@ async def test_reload_keeps_counters_of_an_unchanged_rate_limit(gateway, upstrea
     async with http.post(url(gw), json=CHAT) as resp:
         assert resp.status == 429  # the same window's count survived the reload
     await asyncio.sleep(0)
+
+
+# ---- the client's address behind trusted proxies --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "want"),
+    [
+        ("203.0.113.9", ["1.1.1.1"], "203.0.113.9"),  # an untrusted peer's header is ignored
+        ("10.0.0.5", [], "10.0.0.5"),  # a trusted peer without a header
+        ("10.0.0.5", ["1.1.1.1"], "1.1.1.1"),
+        ("10.0.0.5", ["9.9.9.9, 1.1.1.1, 10.0.0.7"], "1.1.1.1"),  # skip trusted hops only
+        ("10.0.0.5", ["9.9.9.9", "1.1.1.1"], "1.1.1.1"),  # several field lines, in order
+        ("10.0.0.5", ["10.0.0.8, 10.0.0.7"], "10.0.0.8"),  # all trusted: the farthest
+        ("10.0.0.5", ["junk, 1.1.1.1"], "1.1.1.1"),
+        ("10.0.0.5", ["1.1.1.1, junk"], "10.0.0.5"),  # garbage next to us: the peer
+        ("::1", ["2001:db8::1"], "2001:db8::1"),
+    ],
+)
+def test_client_address(peer, xff, want):
+    from gateway.security.clientip import client_address, networks
+
+    assert client_address(peer, xff, networks(["10.0.0.0/8", "::1"])) == want
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_ip_limits_follow_x_forwarded_for_only_from_trusted_proxies(
+    gateway, upstream, http, trusted
+):
+    up = await upstream("ollama")
+    r = route(target(up, "/api/chat"), path="/chat", name="chat")
+    r["rate_limiting"] = {"limits": [{"requests": 1, "window": 3600}]}
+    server = {"trusted_proxies": ["127.0.0.1"]} if trusted else {}
+    gw = await gateway(r, server=server)
+    statuses = []
+    for client in ("198.51.100.1", "198.51.100.2", "198.51.100.1"):
+        headers = {"X-Forwarded-For": client}
+        async with http.post(url(gw), json=CHAT, headers=headers) as resp:
+            statuses.append(resp.status)
+    # Trusted: each client has its own counter. Not: the header is anyone's to forge,
+    # every request is 127.0.0.1's.
+    assert statuses == ([200, 200, 429] if trusted else [200, 429, 429])

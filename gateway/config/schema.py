@@ -294,6 +294,10 @@ class ServerConfig:
     # Open client connections on the proxy listener (per process); more are answered
     # 503 and closed. 0 = no limit.
     max_connections: int = 4096
+    # Addresses (CIDRs) of proxies in front of the gateway whose X-Forwarded-For is
+    # believed: the client's address (rate limits by ip) is then the nearest address in
+    # that header that is not one of them. Empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

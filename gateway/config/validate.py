@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -9,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._balancer import BalancerChecks
+from ._checks import shown
 from ._env import EnvChecks
 from ._frontends import FrontendChecks
 from ._load import check_shape, load_yaml, read_file
@@ -103,6 +105,7 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks, Securi
                 "client_body_timeout",
                 "keepalive_timeout",
                 "max_connections",
+                "trusted_proxies",
             },
             {},
         )
@@ -128,7 +131,26 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks, Securi
             max_connections=self.number(
                 d, "max_connections", "server", s.max_connections, integer=True, lo=0
             ),
+            trusted_proxies=self.networks(d.get("trusted_proxies"), "server.trusted_proxies"),
         )
+
+    def networks(self, value: Any, path: str) -> tuple[str, ...]:
+        """A list of IP addresses or CIDRs (a comma-separated string too: an
+        environment variable is one), normalised (`10.0.0.0/8`, `127.0.0.1/32`)."""
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [v.strip() for v in self.interpolate(value, path).split(",") if v.strip()]
+        if not isinstance(value, list):
+            self.err(path, "must be a list of IP addresses or CIDRs")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            try:
+                out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+            except ValueError:
+                self.err(f"{path}[{i}]", f"not an IP address or CIDR: {shown(str(item))}")
+        return tuple(out)
 
     def workers(self, value: Any) -> int | str:
         """`server.workers`: an integer from 1, or `auto`. Digit strings pass too: an

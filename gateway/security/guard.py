@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..config.schema import ConsumerConfig
+from .clientip import Network, client_address, networks
 from .keyauth import Credential, KeyAuth, consumers_by_digest
 from .ratelimit import Admitted, RateLimiter
 from .stores import RedisStore, Store
@@ -25,11 +26,17 @@ StoreErrorHook = Callable[[str], Callable[[str], None]]  # route → (action →
 
 
 class RouteGuard:
-    __slots__ = ("key_auth", "limiter")
+    __slots__ = ("key_auth", "limiter", "trusted")
 
-    def __init__(self, key_auth: KeyAuth | None, limiter: RateLimiter | None) -> None:
+    def __init__(
+        self,
+        key_auth: KeyAuth | None,
+        limiter: RateLimiter | None,
+        trusted: tuple[Network, ...] = (),
+    ) -> None:
         self.key_auth = key_auth
         self.limiter = limiter
+        self.trusted = trusted  # proxies whose X-Forwarded-For is believed
 
     def authenticate(self, request: web.Request) -> Credential | None:
         """Raises `Rejected` (401/403) when key-auth is on and the key is not good."""
@@ -45,7 +52,8 @@ class RouteGuard:
         if self.limiter.cfg.identifier == "consumer" and cred is not None:
             identity = cred.consumer.username
         else:
-            identity = request.remote or "-"
+            forwarded = request.headers.getall("X-Forwarded-For", ()) if self.trusted else ()
+            identity = client_address(request.remote, forwarded, self.trusted)
         return await self.limiter.admit(identity)
 
 
@@ -54,11 +62,13 @@ def attach_guards(
     consumers: tuple[ConsumerConfig, ...],
     previous: Sequence[Route] = (),
     store_error: StoreErrorHook | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> list[RateLimiter]:
     """Give each route its guard (None when it has neither block). Returns the
     limiters of `previous` that are no longer used, for the caller to close once
     requests on the old runtime are done."""
     by_digest = consumers_by_digest(consumers)
+    trusted = networks(trusted_proxies)
     old = {r.name: r.guard.limiter for r in previous if r.guard and r.guard.limiter}
     kept: set[int] = set()
     for route in routes:
@@ -77,5 +87,5 @@ def attach_guards(
                     store = RedisStore(rl.redis)
                 hook = store_error(cfg.name) if store_error is not None else None
                 limiter = RateLimiter(rl, cfg.name, store, on_store_error=hook)
-        route.guard = RouteGuard(key_auth, limiter) if key_auth or limiter else None
+        route.guard = RouteGuard(key_auth, limiter, trusted) if key_auth or limiter else None
     return [lim for lim in old.values() if id(lim) not in kept]
