@@ -96,6 +96,25 @@ def queue_status(route: Route) -> dict[str, Any] | None:
     }
 
 
+def access_status(route: Route) -> dict[str, Any] | None:
+    """Who may call the route and how much (no keys, no Redis URL); None: anyone."""
+    guard = route.guard
+    if guard is None:
+        return None
+    out: dict[str, Any] = {"key_auth": guard.key_auth is not None, "rate_limiting": None}
+    limiter = guard.limiter
+    if limiter is not None:
+        cfg = limiter.cfg
+        out["rate_limiting"] = {
+            "identifier": cfg.identifier,
+            "strategy": cfg.strategy,
+            "limits": [{lim.kind: lim.limit, "window": lim.window} for lim in cfg.limits],
+            "fault_tolerant": cfg.fault_tolerant,
+            "store": "down" if limiter.store_down else "ok",
+        }
+    return out
+
+
 def status_document(
     routes: Sequence[Route],
     clock: Callable[[], float],
@@ -115,6 +134,7 @@ def status_document(
                 "route_type": r.cfg.route_type,
                 "algorithm": r.cfg.balancer.algorithm,
                 "queue": queue_status(r),
+                "access": access_status(r),
                 "targets": [target_status(r, t, now, health, discovery) for t in r.targets],
             }
             for r in routes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import route, target
@@ -17,7 +18,7 @@ from gateway.runtime import carry_routes
 from gateway.workers.count import cgroup_cpu_limit, parse_workers, worker_count
 from gateway.workers.podmetrics import GAUGE_RULES, PodMetrics
 from gateway.workers.podmetrics import parse as parse_text
-from gateway.workers.podstatus import merge_target
+from gateway.workers.podstatus import merge_route, merge_target
 
 WORKER_0 = """# HELP llama_gateway_requests_total Client requests.
 # TYPE llama_gateway_requests_total counter
@@ -189,6 +190,17 @@ def test_merged_target_status() -> None:
     assert m["score"] == pytest.approx(0.2)
     assert m["health"]["active"] == "unhealthy" and m["health"]["breaker"] == "half_open"
     assert m["health"]["available"] is False
+
+
+def test_merged_route_access_is_down_when_any_worker_finds_the_store_down() -> None:
+    def doc(store: str) -> dict[str, Any]:
+        rl = {"identifier": "ip", "strategy": "redis", "limits": [], "store": store}
+        return {"name": "r", "access": {"key_auth": True, "rate_limiting": rl}, "targets": []}
+
+    assert merge_route([doc("ok"), doc("ok")])["access"]["rate_limiting"]["store"] == "ok"
+    merged = merge_route([doc("ok"), doc("down")])["access"]
+    assert merged["rate_limiting"]["store"] == "down" and merged["key_auth"] is True
+    assert merge_route([{"name": "r", "access": None, "targets": []}])["access"] is None
 
 
 def test_worker_count() -> None:

@@ -112,6 +112,11 @@ async def test_redis_down_fails_open_or_closed_and_is_counted(
                     body = await resp.json()
                     assert body["error"]["message"] == "rate limiting is unavailable"
                     assert resp.headers["Retry-After"] == "1"
+        async with http.get(f"http://127.0.0.1:{gw.status_port}/status") as resp:
+            access = (await resp.json())["routes"][0]["access"]
+        assert access["key_auth"] is False
+        assert access["rate_limiting"]["store"] == "down"  # and no URL or password
+        assert "redis" not in str(access["rate_limiting"]).replace("'strategy': 'redis'", "")
     text = gw.metrics.exposition().decode()
     action = "allowed" if tolerant else "rejected"
     assert f'llama_gateway_rate_limit_store_errors_total{{route="chat",action="{action}"}}' in text

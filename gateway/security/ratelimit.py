@@ -70,6 +70,11 @@ class RateLimiter:
         self._backoff = _BACKOFF_MIN
         self._pending: set[asyncio.Task[None]] = set()
 
+    @property
+    def store_down(self) -> bool:
+        """The store failed and is not asked again until its backoff ends."""
+        return self._down_until != 0.0
+
     def _counters(self, identity: str, now: float, limits: list[RateLimit]) -> list[Counter]:
         # A tag with the route's name: routes sharing a Redis never share counters.
         tag = f"{self.route}\x1f{identity}"

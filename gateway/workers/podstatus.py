@@ -65,6 +65,17 @@ def merge_route(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "depth": sum(q.get("depth") or 0 for q in queues),
             "oldest_wait": _max([q.get("oldest_wait") for q in queues]),
         }
+    limits = [
+        a["rate_limiting"]
+        for r in rs
+        if isinstance(a := r.get("access"), dict) and isinstance(a.get("rate_limiting"), dict)
+    ]
+    if limits and isinstance(out.get("access"), dict):  # down if any worker finds it down
+        down = any(rl.get("store") == "down" for rl in limits)
+        out["access"] = {
+            **out["access"],
+            "rate_limiting": {**limits[0], "store": "down" if down else "ok"},
+        }
     out["targets"] = [merge_target(ts) for ts in _by_name([r.get("targets") or [] for r in rs])]
     return out
 
