@@ -175,6 +175,8 @@ async def _serve(cfg: Config, args: argparse.Namespace, path: str) -> int:
     server = GatewayServer(cfg)
     host = args.host
     link = WorkerLink.from_env()  # set when a supervisor (--workers N) started this process
+    if link is not None:
+        logs.set_context(worker=link.index)  # every line says which worker wrote it
     try:
         if link is not None:
             await link.start(server)  # on the pod's sockets

@@ -71,6 +71,15 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
+# Fields every line of this process carries (a worker's `worker` index); set once.
+_CONTEXT: dict[str, Any] = {}
+
+
+def set_context(**fields: Any) -> None:
+    """Add `fields` to every line this process logs from now on (e.g. `worker=2`)."""
+    _CONTEXT.update(fields)
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -81,6 +90,8 @@ class JSONFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in _fields(record).items():
+            doc.setdefault(key, value)
+        for key, value in _CONTEXT.items():
             doc.setdefault(key, value)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
@@ -103,6 +114,9 @@ class TextFormatter(logging.Formatter):
         if name is not None:
             pairs = " ".join(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
             line += f" event={name}" + (f" {pairs}" if pairs else "")
+        context = [(k, v) for k, v in _CONTEXT.items() if k not in _fields(record)]
+        if context:
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in context)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         if record.stack_info:

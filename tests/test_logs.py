@@ -65,6 +65,22 @@ def test_json_line_has_the_fixed_keys_then_the_fields() -> None:
     assert len(doc["ts"]) == 24 and doc["ts"][10] == "T" and doc["ts"].endswith("Z")
 
 
+def test_process_context_is_on_every_line_in_both_formats() -> None:
+    """A worker's lines carry `worker` (logs.set_context), plain records too; an
+    event's own field of that name wins."""
+    logs.set_context(worker=3)
+    try:
+        plain = json.loads(line_of("json", lambda lg: lg.warning("plain")))
+        assert plain["worker"] == 3 and list(plain)[:5] == list(logs.FIXED)
+        own = json.loads(line_of("json", lambda lg: logs.event(lg, "x", worker=1)))
+        assert own["worker"] == 1
+        assert line_of("text", lambda lg: lg.info("hello")).rstrip().endswith(" worker=3")
+        text = line_of("text", lambda lg: logs.event(lg, "x", "m", worker=1)).rstrip()
+        assert text.endswith("event=x worker=1")
+    finally:
+        logs._CONTEXT.clear()
+
+
 def test_json_plain_records_and_tracebacks() -> None:
     def emit(lg: logging.Logger) -> None:
         try:
