@@ -4,7 +4,8 @@ Used by `llama-gateway demo`, the test suite and the benchmark. Each kind follow
 real server's wire format: paths, bodies, stream framing, error shapes.
 """
 
-from gateway.sim.base import Behaviour, Received
+from gateway.sim.behaviour import Behaviour
 from gateway.sim.server import FakeUpstream, Kind
+from gateway.sim.wire import Received
 
 __all__ = ["Behaviour", "FakeUpstream", "Kind", "Received"]

@@ -12,19 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway import jsonutil
-from gateway.sim.base import (
-    Core,
-    Dialect,
-    Plan,
-    as_int,
-    as_stops,
-    body_of,
-    json_response,
-    received_of,
-)
+from gateway.sim.base import Core, Dialect
 from gateway.sim.embed import Item, on_slot, shorten, token_count
 from gateway.sim.embed import vector as embed_vector
 from gateway.sim.openai import OpenAIDialect, Reply, phrase
+from gateway.sim.tokens import Plan, as_int, as_stops
+from gateway.sim.wire import body_of, json_response, received_of
 
 _JSON = "application/json; charset=utf-8"
 _NDJSON = "application/x-ndjson"

@@ -15,9 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway import jsonutil
-from gateway.sim.base import Core, Dialect, Plan, as_int, as_stops, body_of, json_response
+from gateway.sim.base import Core, Dialect
 from gateway.sim.embed import DIM, Item, on_slot, openai_items, shorten, to_base64, token_count
 from gateway.sim.embed import vector as embed_vector
+from gateway.sim.tokens import Plan, as_int, as_stops
+from gateway.sim.wire import body_of, json_response
 
 _BAD_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "

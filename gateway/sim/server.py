@@ -9,11 +9,14 @@ from typing import Literal
 
 from aiohttp import web
 
-from gateway.sim.base import Behaviour, Core, Dialect, QueueFull, abort, record
+from gateway.sim.base import Core, Dialect
+from gateway.sim.behaviour import Behaviour
 from gateway.sim.llamacpp import LlamaCppDialect
 from gateway.sim.ollama import OllamaDialect
 from gateway.sim.openai import OpenAIDialect
+from gateway.sim.slots import QueueFull
 from gateway.sim.tgi import TGIDialect
+from gateway.sim.wire import abort, record
 
 Kind = Literal["ollama", "llamacpp", "tgi", "openai"]
 _DIALECTS: dict[str, Callable[[Core], Dialect]] = {

@@ -9,8 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import jsonutil
-from gateway.sim.base import Dialect, Plan, as_int, as_stops, json_response, received_of
+from gateway.sim.base import Dialect
 from gateway.sim.openai import phrase
+from gateway.sim.tokens import Plan, as_int, as_stops
+from gateway.sim.wire import json_response, received_of
 
 _TEXT = "text/plain; charset=utf-8"
 _FINISH = {"length": "length", "eos": "eos_token", "stop": "stop_sequence"}
