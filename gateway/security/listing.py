@@ -36,37 +36,35 @@ def refusal(request: web.Request, route: Route) -> Rejected | None:
     return None
 
 
+def _refusals(request: web.Request) -> Callable[[Route], Rejected | None]:
+    """`refusal` for one request, each route's key checked once."""
+    verdicts: dict[int, Rejected | None] = {}
+
+    def why(route: Route) -> Rejected | None:
+        key = id(route)
+        if key not in verdicts:
+            verdicts[key] = refusal(request, route)
+        return verdicts[key]
+
+    return why
+
+
 E = TypeVar("E", bound=Listed)
 
 
 def visible(request: web.Request, entries: Sequence[E]) -> list[E]:
     """The entries `request` may see; raises the refusal when there were some and it
     may see none of them (all behind key-auth)."""
-    verdicts: dict[int, Rejected | None] = {}
-    out: list[E] = []
-    first: Rejected | None = None
-    for e in entries:
-        key = id(e.route)
-        if key not in verdicts:
-            verdicts[key] = refusal(request, e.route)
-        why = verdicts[key]
-        if why is None:
-            out.append(e)
-        elif first is None:
-            first = why
-    if not out and first is not None:
-        raise first
+    refused = _refusals(request)
+    out = [e for e in entries if refused(e.route) is None]
+    if not out and entries:
+        first = refused(entries[0].route)
+        if first is not None:
+            raise first
     return out
 
 
 def opens(request: web.Request) -> Callable[[Route], bool]:
     """A `keep` for `Catalog.names`: the routes whose models `request` may see."""
-    verdicts: dict[int, bool] = {}
-
-    def keep(route: Route) -> bool:
-        key = id(route)
-        if key not in verdicts:
-            verdicts[key] = refusal(request, route) is None
-        return verdicts[key]
-
-    return keep
+    refused = _refusals(request)
+    return lambda route: refused(route) is None
