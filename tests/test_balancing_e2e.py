@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 from balancer_kit import FakeClock
-from helpers import route, target, url
+from helpers import route, target, until, url
 
 from gateway.sim import Behaviour
 
@@ -164,11 +164,15 @@ async def test_killed_upstream_during_concurrent_requests(upstream, gateway, htt
         return out
 
     clients = [asyncio.ensure_future(client(15)) for _ in range(8)]
-    await asyncio.sleep(0.2)
+    # Kill it once it has real work, however slow the machine is to get there.
+    await until(lambda: len(victim.generation_requests()) >= 2)
     await victim.stop()  # connection refused from now on; in-flight ones are reset
+    seen_by_victim = len(victim.generation_requests())
     statuses = [s for c in await asyncio.gather(*clients) for s in c]
     assert statuses == [200] * 120
-    assert len(victim.generation_requests()) >= 1
+    assert len(victim.generation_requests()) == seen_by_victim
+    # Every answer the victim did not give, the survivor gave.
+    assert len(survivor.generation_requests()) >= 120 - seen_by_victim
 
 
 async def test_circuit_breaker_opens_half_opens_and_closes(upstream, gateway, http) -> None:
