@@ -43,15 +43,21 @@ class AccessLog:
 
     def finished(self, rec: RequestRecord) -> None:
         target = rec.target
-        if target is None or not target.cfg.logging.log_statistics:
+        if target is None:
+            # Refused before any target was chosen (a key, a rate limit, a bad body,
+            # none healthy): logged when the route logs at all, so a 401 or 429 is
+            # never invisible to the operator who turned the log on.
+            if not rec.route.logs:
+                return
+        elif not target.cfg.logging.log_statistics:
             return
         self.log.info("%s", self.line(rec).decode())
 
     @staticmethod
     def line(rec: RequestRecord) -> bytes:
-        """The JSON line of a request that reached a target."""
+        """The JSON line of a finished request (`target` null when none was tried;
+        such a line has no payloads)."""
         target = rec.target
-        assert target is not None
         u = rec.usage
         completion = u.completion_tokens if u else 0
         gen = rec.duration - (rec.ttft or 0.0) if rec.stream else rec.duration
@@ -75,10 +81,12 @@ class AccessLog:
             },
             "usage": usage,
         }
+        payloads = target is not None and target.cfg.logging.log_payloads
         redactor = rec.route.redactor
-        if rec.secrets and (target.cfg.logging.log_payloads or rec.error):
+        if rec.secrets and (payloads or rec.error):
             redactor = redactor.with_extra(rec.secrets)
-        if target.cfg.logging.log_payloads:
+        if payloads:
+            assert target is not None
             proxy["payload"] = {
                 "request": _redacted(rec.request_body, target, redactor),
                 "response": redactor.text((rec.response_body or b"").decode("utf-8", "replace")),
@@ -87,11 +95,16 @@ class AccessLog:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.wall_started))
             + f".{int(rec.wall_started % 1 * 1000):03d}Z",
             "request_id": rec.request_id,
+            "client_ip": rec.client_ip,  # the peer, or X-Forwarded-For's via trusted_proxies
             "route": rec.route.name,
             "consumer": rec.consumer,  # key-auth's username (a config value), else null
             "status": rec.status,
             "outcome": rec.outcome,
-            "target": target.name,
+            # Why the gateway turned it away, when it did: key-auth (missing, invalid,
+            # duplicate, forbidden), a rate limit (requests, tokens, store) or the
+            # admission queue (full, timeout).
+            "refused": rec.auth_rejected or rec.rate_limited or rec.queue_rejected,
+            "target": target.name if target is not None else None,
             "attempts": rec.attempts,
             "tried_targets": _tried(rec),
             "failed": [{"target": f.target.name, "reason": f.reason.value} for f in rec.failures],

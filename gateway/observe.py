@@ -42,6 +42,7 @@ class RequestRecord:
     started: float  # monotonic
     wall_started: float
     request_id: str = ""  # X-Request-Id: the client's when sane, else ours (requestid.py)
+    client_ip: str | None = None  # for the access log only: set when the route logs
     stream: bool = False
     body_size: int = 0
     status: int = 0

@@ -33,6 +33,7 @@ from .logs import event
 from .observe import Observer, RequestRecord
 from .replies import gateway_headers
 from .routing import Route, Target
+from .security.clientip import Network, client_address
 from .security.guard import RouteGuard
 from .security.keyauth import Rejected, without_param
 from .security.ratelimit import Admitted, RateLimited
@@ -60,11 +61,13 @@ class Gateway(Attempts):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         observers: Sequence[Observer] = (),
+        trusted: Sequence[Network] = (),
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.wall = wall
         self.observers = tuple(observers)
+        self.trusted = tuple(trusted)  # server.trusted_proxies: whose X-Forwarded-For counts
         self.in_flight = 0
         self.tasks: set[asyncio.Task[Any]] = set()  # handler tasks in flight (for drain)
         # Set when drain time ran out: committed streams end with an error event, the
@@ -84,6 +87,9 @@ class Gateway(Attempts):
             wall_started=self.wall(),
             request_id=requestid.assign(request),
         )
+        if route.logs:
+            forwarded = request.headers.getall("X-Forwarded-For", ()) if self.trusted else ()
+            rec.client_ip = client_address(request.remote, forwarded, self.trusted)
         dialect = OPENAI if prepared is None else prepared.dialect
         task = asyncio.current_task()
         assert task is not None
@@ -149,6 +155,7 @@ class Gateway(Attempts):
             check_shape(body, cfg.route_type)
         rec.body_size = len(raw)
         model = body.get("model")
+        rec.request_model = model if isinstance(model, str) and model.isprintable() else None
         candidates, preferred = route.candidates(model)
         call = make_call(cfg, body, int(rec.wall_started))
         if prepared is not None:
@@ -157,7 +164,6 @@ class Gateway(Attempts):
                 prepared.native_fields,
             )
         rec.stream = call.stream
-        rec.request_model = model if isinstance(model, str) and model.isprintable() else None
         att = Attempt(rec, dialect)
         return await self._attempts(request, route, call, candidates, preferred, att)
 

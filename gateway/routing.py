@@ -90,6 +90,9 @@ class Route:
     # Key-auth and rate limits (gateway/security): set by the runtime that serves the
     # route, None when the route has neither.
     guard: RouteGuard | None = None
+    # Some target writes access-log lines: so does a request refused before any target
+    # was chosen (401, 429, a bad body, none healthy).
+    logs: bool = False
 
     @property
     def name(self) -> str:
@@ -164,6 +167,7 @@ def build_route(
             names.add(m.name)
         else:
             route.unnamed.append(t.state)
+    route.logs = any(t.cfg.logging.log_statistics for t in targets)
     route.discovered = any(
         kind_of(t.cfg) in ("ollama", "openai") for t in targets if not t.cfg.model.name
     )

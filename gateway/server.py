@@ -35,6 +35,7 @@ from .reload import ConfigWatcher, Reloader
 from .replies import error_response, json_errors
 from .routing import Route, Router
 from .runtime import Carried, Runtime, carry_routes
+from .security.clientip import networks
 from .security.guard import attach_guards
 from .security.metrics import SecurityMetrics
 from .security.ratelimit import RateLimiter
@@ -212,6 +213,7 @@ class GatewayServer:
             pool,
             clock=self.clock,
             observers=(self.metrics, self.security_metrics, self.access_log),
+            trusted=networks(s.trusted_proxies),
         )
         self._status_runner = web.AppRunner(self.status_app(), access_log=None)
         await self._status_runner.setup()

@@ -103,3 +103,71 @@ async def test_reshaped_upstream_error_keeps_the_upstream_bytes_in_the_log(
             assert r.headers["X-Gateway-Attempts"] == str(attempts)
         entry = json.loads(buf.getvalue().splitlines()[-1])
         assert entry["ai"]["proxy"]["payload"]["response"] == '{"error":"model \'nope\' not found"}'
+
+
+ALICE = "alice-key-0123456789"
+LOGGED = {"log_statistics": True}
+
+
+async def test_refused_requests_are_logged_when_the_route_logs(upstream, gateway, http) -> None:
+    """A 401, a 429 or a bad body never reaches a target, yet an operator who turned
+    the log on must see it: a line with no target, why it was refused, and who asked."""
+    buf = capture_access_log()
+    up = await upstream("ollama")
+    guarded = route(target(up, "/api/chat", logging=LOGGED), name="guarded")
+    guarded["key_auth"] = {}
+    guarded["rate_limiting"] = {"limits": [{"requests": 1, "window": 3600}]}
+    quiet = route(target(up, "/api/chat"), path="/quiet", name="quiet")
+    quiet["key_auth"] = {}
+    consumers = [{"username": "alice", "keyauth_credentials": [{"key": ALICE}]}]
+    gw = await gateway(
+        guarded, quiet, consumers=consumers, server={"trusted_proxies": ["127.0.0.1"]}
+    )
+    key = {"Authorization": f"Bearer {ALICE}"}
+    for path, headers, body in (
+        ("/quiet", {}, {"messages": CHAT}),  # its route does not log: no line
+        ("/chat", {"Authorization": "Bearer not-a-key"}, {"messages": CHAT}),
+        ("/chat", {**key, "X-Forwarded-For": "198.51.100.7"}, {"messages": CHAT}),
+        ("/chat", key, {"messages": CHAT}),
+    ):
+        async with http.post(url(gw, path), json=body, headers=headers) as r:
+            await r.read()
+    async with http.post(url(gw), data=b"{not json", headers=key) as r:
+        assert r.status == 429  # the limit comes before the body is read
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    got = [(e["status"], e["refused"], e["consumer"], e["target"] is None) for e in lines]
+    assert got == [
+        (401, "invalid", None, True),
+        (200, None, "alice", False),
+        (429, "requests", "alice", True),
+        (429, "requests", "alice", True),
+    ]
+    assert lines[0]["error"] == "Unauthorized" and lines[2]["error"] == "API rate limit exceeded"
+    assert "not-a-key" not in buf.getvalue()
+    # The client behind a trusted proxy, else the peer.
+    assert [e["client_ip"] for e in lines] == [
+        "127.0.0.1",
+        "198.51.100.7",
+        "127.0.0.1",
+        "127.0.0.1",
+    ]
+    assert all(e["route"] == "guarded" and e["tried_targets"] == [] for e in lines[2:])
+    assert all("payload" not in e["ai"]["proxy"] for e in lines)
+
+
+async def test_a_bad_body_and_a_model_no_target_has_are_logged(upstream, gateway, http) -> None:
+    buf = capture_access_log()
+    up = await upstream("ollama")
+    gw = await gateway(route(target(up, "/api/chat", logging=LOGGED, model={"name": "llama2"})))
+    async with http.post(url(gw), data=b"{not json") as r:
+        assert r.status == 400
+    async with http.post(url(gw), json={"model": "other", "messages": CHAT}) as r:
+        assert r.status == 400
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(e["status"], e["outcome"], e["refused"], e["target"]) for e in lines] == [
+        (400, "client_error", None, None),
+        (400, "client_error", None, None),
+    ]
+    assert lines[0]["error"] == "request body doesn't contain valid prompts"
+    assert lines[1]["error"] == "cannot use own model - must be: llama2"
+    assert lines[1]["ai"]["proxy"]["meta"]["request_model"] == "other"
