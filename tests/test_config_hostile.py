@@ -314,6 +314,35 @@ def test_yaml_errors_do_not_quote_the_line() -> None:
     ]
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_override() -> None:
+    """PyYAML keeps the last of two equal keys: a second `auth:` block (or a pasted
+    `timeout`) would silently replace the first."""
+    text = yaml.safe_dump(doc(target(auth={"header_name": "x-key", "header_value": SECRET})))
+    twice = text.replace("    - auth:\n", "    - auth: {}\n      auth:\n", 1)
+    assert twice != text
+    (err,) = text_errors(twice)
+    assert (
+        err.startswith("invalid YAML at line ") and ": duplicate key `auth` (first at line " in err
+    )
+    assert text_errors("a: {k: 1, k: 2}") == [
+        "invalid YAML at line 1, column 11: duplicate key `k` (first at line 1, column 5)"
+    ]
+    # A key that could be anything (a secret pasted as a key) is not quoted.
+    (err,) = text_errors(f"'Bearer {SECRET}': 1\n'Bearer {SECRET}': 2\n")
+    assert SECRET not in err and "duplicate key (not shown)" in err
+
+
+def test_a_key_overriding_a_merged_one_is_fine() -> None:
+    base = yaml.safe_dump(doc())
+    text = "defaults: &d {read_timeout: 1000, retries: 1}\n" + base.replace(
+        "    targets:\n", "    balancer:\n      <<: *d\n      retries: 3\n    targets:\n", 1
+    )
+    raw = yaml.safe_load(text)
+    assert raw["routes"][0]["config"]["balancer"]["retries"] == 3
+    (err,) = text_errors(text)
+    assert err == "defaults: unknown key"  # the anchor's home, not the override, is refused
+
+
 # ---- files ---------------------------------------------------------------------------
 
 

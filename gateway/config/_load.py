@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .schema import ConfigError
 
@@ -47,6 +47,15 @@ def read_file(path: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _shown_key(key: str) -> str:
+    """A key as an error may show it: a config key name, or nothing (a mapping key may
+    be anything, and the error must not quote what could be a secret)."""
+    return f"`{key}`" if _PLAIN_KEY.fullmatch(key) else "(not shown)"
+
+
 class _TooDeep(yaml.MarkedYAMLError):
     pass
 
@@ -70,6 +79,26 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
+        """PyYAML keeps the last of two equal keys without a word: two `auth:` blocks
+        in one target would silently drop the first. A key given twice in one mapping
+        is an error; a key that overrides one from a merge (`<<: *defaults`) is not."""
+        if isinstance(node, MappingNode):
+            first: dict[tuple[str, str], ScalarNode] = {}
+            for key, _ in node.value:
+                if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                earlier = first.setdefault((key.tag, key.value), key)
+                if earlier is not key:
+                    at = earlier.start_mark
+                    raise ConstructorError(
+                        f"first at line {at.line + 1}, column {at.column + 1}" if at else None,
+                        None,
+                        f"duplicate key {_shown_key(key.value)}",
+                        key.start_mark,
+                    )
+        return super().construct_mapping(node, deep)  # type: ignore[arg-type]
 
 
 def _guarded(kind: str, construct: Any) -> Any:
