@@ -42,6 +42,7 @@ from .clientreq import (
     BAD_REQUEST,
     CONTENT_ENCODING,
     EXPECTATION,
+    TRANSFER_ENCODING,
     ProxyRequest,
     client_error,
     screen,
@@ -63,6 +64,7 @@ REASONS = (
     BAD_REQUEST,
     CONTENT_ENCODING,
     EXPECTATION,
+    TRANSFER_ENCODING,
 )
 
 _NEVER = 3e8  # "no limit" as a finite delay: uvloop timers cannot take infinity
@@ -293,6 +295,7 @@ class ClientServer(web.Server):
             or message.upgrade
             or hdrs.CONTENT_ENCODING in headers
             or hdrs.EXPECT in headers
+            or headers.get(hdrs.TRANSFER_ENCODING, "chunked") != "chunked"
         ):
             request, reason = screen(message, payload, protocol, writer, task, self._loop)
             if reason is not None:

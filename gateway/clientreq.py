@@ -12,6 +12,8 @@ dispatch returns before anything else (docs/operations.md, "Client limits"):
   would be tunnel bytes);
 - `Content-Encoding` other than `identity` → 415 before the body is read: bodies are
   never decompressed (a small gzip body can inflate to gigabytes);
+- a transfer coding besides `chunked` (`Transfer-Encoding: gzip, chunked`) → 501, as
+  RFC 9112 asks: aiohttp would hand over the still-coded bytes as the body;
 - `Expect` other than `100-continue` → 417. `100-continue` itself is honoured when the
   body is read (`continue_owed`): a request answered before (404, 413, 401, …) gets
   its answer without `100 Continue`, and the connection closes after it.
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 # Reasons of llama_gateway_client_connections_rejected_total (with clientconn's).
 BAD_REQUEST, CONTENT_ENCODING, EXPECTATION = "bad_request", "content_encoding", "expectation"
+TRANSFER_ENCODING = "transfer_encoding"
 ACCEPTED_ENCODINGS = ("identity",)
 _JSON = "application/json"
 # aiohttp answers what it could not parse through this stand-in request; ours says 1.1.
@@ -99,6 +102,10 @@ def screen(
             status, reason = 415, CONTENT_ENCODING
             text = f"unsupported content encoding: {printable(coding, 40)} (accepted: identity)"
             extra = {hdrs.ACCEPT_ENCODING: ", ".join(ACCEPTED_ENCODINGS)}
+        te = headers.get(hdrs.TRANSFER_ENCODING)
+        if not status and te is not None and unknown_transfer_coding(te):
+            status, reason = 501, TRANSFER_ENCODING
+            text = f"unsupported transfer coding: {printable(te, 40)} (accepted: chunked)"
     request = ProxyRequest(message, payload, protocol, writer, task, loop, client_max_size=0)
     if owed:
         request.continue_owed = True
@@ -108,6 +115,12 @@ def screen(
         status=status, body=error_body(text), content_type=_JSON, headers=extra
     )
     return request, reason
+
+
+def unknown_transfer_coding(value: str) -> bool:
+    """Whether a Transfer-Encoding value names a coding besides chunked (and the
+    no-op identity, which aiohttp lets through)."""
+    return any(c.strip().lower() not in ("chunked", "identity") for c in value.split(","))
 
 
 def client_error(exc: BaseException | None, message: str | None) -> tuple[int, str]:

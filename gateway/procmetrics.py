@@ -45,7 +45,7 @@ class ProcessMetrics:
             "Client connections the proxy listener ended or refused, by reason: "
             "max_connections (503), idle_timeout (no byte within client_header_timeout), "
             "header_timeout, body_timeout (408), bad_request (unparsable request), "
-            "content_encoding (415), expectation (417).",
+            "content_encoding (415), expectation (417), transfer_encoding (501).",
             ("reason",),
             registry=reg,
         )

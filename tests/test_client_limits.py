@@ -200,6 +200,32 @@ async def test_coding_value_in_the_error_is_bounded_and_printable(upstream, gate
     assert a.status == 415 and len(a.error()) < 120 and "x?yyy" in a.error()
 
 
+@pytest.mark.parametrize("te", ["gzip, chunked", "deflate,chunked", "x-made-up, chunked"])
+async def test_a_transfer_coding_besides_chunked_is_501_before_the_body(upstream, gateway, te):
+    """aiohttp would de-chunk the body and hand over the still-gzipped bytes; RFC 9112
+    asks for a 501 for a transfer coding the server does not know."""
+    gw, up = await start(upstream, gateway)
+    body = gzip.compress(CHAT)
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    a = await one(gw, request(headers={"Transfer-Encoding": te}) + chunked)
+    assert a.status == 501
+    assert a.error() == f"unsupported transfer coding: {te} (accepted: chunked)"
+    assert up.generation_requests() == []
+    assert rejected(gw, "transfer_encoding") == 1
+
+
+@pytest.mark.parametrize("te", ["chunked", "Chunked", "identity, chunked"])
+async def test_plain_chunked_bodies_still_pass(upstream, gateway, te) -> None:
+    gw, _ = await start(upstream, gateway)
+    c = await Raw.connect(gw.port)
+    await c.send(
+        request(headers={"Transfer-Encoding": te}) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(CHAT), CHAT)
+    )
+    assert (await c.answer()).status == 200
+    c.close()
+    assert rejected(gw, "transfer_encoding") == 0
+
+
 # ---------------------------------------------------------------- Expect
 
 
