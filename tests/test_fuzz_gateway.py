@@ -64,16 +64,19 @@ def check(
     well_formed: bool,
     head: bool = False,
     version_ok: bool = True,
+    transfer_coded: bool = False,
 ) -> None:
     """The invariants of every exchange (see the module docstring). A request whose
-    HTTP version is not 1.0 or 1.1 may get 505 (Version Not Supported): the one 5xx
-    that names a client's fault."""
+    HTTP version is not 1.0 or 1.1 may get 505 (Version Not Supported), and one with a
+    transfer coding besides chunked 501 (Not Implemented): the 5xx that name a
+    client's fault."""
     assert not ex.hang, ex.describe()
     assert not ex.truncated, f"answer cut short: {ex.describe()}"
     if ex.status is None:
         assert not well_formed, f"a well-formed request got no answer: {ex.describe()}"
         return
-    assert ex.status < 500 or (ex.status == 505 and not version_ok), f"gateway 5xx: {ex.describe()}"
+    client_5xx = (ex.status == 505 and not version_ok) or (ex.status == 501 and transfer_coded)
+    assert ex.status < 500 or client_5xx, f"gateway 5xx: {ex.describe()}"
     ctype = ex.header("content-type") or ""
     if 200 <= ex.status < 300:
         if ctype.startswith("application/json") and not head:
@@ -205,7 +208,12 @@ def test_headers(
     ex = exchange(live.port, request("POST", path, headers, payload, content_length=False))
     # Even a request the gateway must refuse gets an answer (a 400), when its lines
     # are lines: only odd bytes may make the gateway give up on the connection.
-    check(ex, path, well_formed=not odd)
+    coded = any(
+        k.lower() == b"transfer-encoding"
+        and any(c.strip().lower() not in (b"chunked", b"identity") for c in v.split(b","))
+        for k, v in headers
+    )
+    check(ex, path, well_formed=not odd, transfer_coded=coded)
 
 
 # --------------------------------------------------------------------------- targets, methods
