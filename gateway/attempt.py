@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 from orjson import JSONEncodeError
@@ -24,6 +24,7 @@ from .adapters.common import estimated_usage
 from .dialect import JSON, Dialect
 from .failure import Failure, classify, status_failure, unreadable
 from .http1 import BodyTooLarge, Disconnected, Origin, Pool, Response, Timeouts, UpstreamError
+from .jsondepth import TOO_DEEP_ANSWER, encoder_refused_depth
 from .logs import event
 from .observe import FailedAttempt, RequestRecord
 from .redact import Redactor, credential
@@ -36,7 +37,6 @@ _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 # One of them with a byte aiohttp would refuse to write (a control character: the
 # client would get no answer at all) or re-encode (non-ASCII): not a usable answer.
 INVALID_HEADER = Failure("invalid_header", Reason.INVALID, "invalid upstream header value")
-TOO_DEEP_ANSWER = "the answer is nested too deeply"
 # Exceptions an adapter's parse() must never raise: our bug, not the upstream's.
 _ADAPTER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 log = logging.getLogger("llama_gateway")
@@ -108,7 +108,7 @@ class Attempts:
             text = errors.transformation_failed(call.route_type, reason)
             return self._failed(route, target, unreadable(text), att)
         except JSONEncodeError as exc:
-            if not _too_deep(exc):
+            if not encoder_refused_depth(exc):
                 return self._adapter_bug(route, target, call, att, exc)
             # The upstream's JSON nests deeper than orjson writes: its fault, not ours.
             text = errors.transformation_failed(call.route_type, TOO_DEEP_ANSWER)
@@ -253,6 +253,8 @@ class Attempts:
             target.name,
         )
         if isinstance(end, Failure):  # nothing committed: the attempt loop decides
+            if end.status == 200:  # an unreadable first frame, named as a 200 body is
+                end = replace(end, detail=errors.transformation_failed(call.route_type, end.detail))
             return self._failed(route, target, end, att)
         self._stream_done(route, target, call, att, end)
         task = asyncio.current_task()
@@ -324,9 +326,3 @@ def _redactor(request: web.Request, route: Route, att: Attempt) -> Redactor:
     _note_credential(request, att)
     secrets = att.rec.secrets
     return route.redactor.with_extra(secrets) if secrets else route.redactor
-
-
-def _too_deep(exc: JSONEncodeError) -> bool:
-    """orjson's refusal of a value nested over its limit (from parsed upstream JSON: the
-    only thing orjson can refuse in a value it parsed itself)."""
-    return "recursion" in str(exc).lower()

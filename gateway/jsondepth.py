@@ -38,6 +38,16 @@ for _ in range(_ORJSON_MAX_DEPTH - MAX_DEPTH - 1):
     _wrapper = [_wrapper]
 
 
+TOO_DEEP_ANSWER = "the answer is nested too deeply"
+
+
+def encoder_refused_depth(exc: BaseException) -> bool:
+    """Whether orjson refused to write a value because it nests past orjson's limit:
+    for a value parsed from an upstream's JSON, the upstream's doing, not a bug of
+    ours (it is the only thing orjson can refuse in a value it parsed itself)."""
+    return isinstance(exc, orjson.JSONEncodeError) and "recursion" in str(exc).lower()
+
+
 def too_deep(raw: bytes, value: Any) -> bool:
     """Whether `value`, parsed from `raw`, nests more than MAX_DEPTH containers deep (a
     top-level object is depth 1)."""

@@ -20,9 +20,10 @@ from balancers import Reason
 
 from .adapters.base import StreamDecoder, Usage
 from .errors import SHUTDOWN, UNREADABLE_FRAME
-from .failure import Failure, classify
+from .failure import Failure, classify, unreadable
 from .framing import FrameTooLarge
 from .http1 import Response, UpstreamError
+from .jsondepth import TOO_DEEP_ANSWER, encoder_refused_depth
 
 log = logging.getLogger("llama_gateway")
 
@@ -30,6 +31,7 @@ STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # tells nginx-style proxies in front of us not to buffer
 }
+TOO_DEEP_FRAME = "transformation failed: " + TOO_DEEP_ANSWER
 # Decoder bugs: our fault, never the upstream's (see `_decoder_bug`).
 _BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
@@ -67,6 +69,8 @@ async def _first_events(
         # Like an oversized body: the upstream is not usable (502), not unreadable (500).
         return Failure("invalid_header", Reason.INVALID, str(exc))
     except _BUGS as exc:
+        if encoder_refused_depth(exc):  # the upstream's JSON nests past what we can write
+            return unreadable(TOO_DEEP_ANSWER)
         raise AdapterBug(target) from exc
     if decoder.error is not None and len(events) <= 1:
         # An error before any token (e.g. Ollama's out-of-memory line) is a failed attempt;
@@ -116,11 +120,14 @@ async def relay_stream(
             except FrameTooLarge as exc:
                 error, failure = str(exc), Reason.MIDSTREAM
                 events, data = [decoder.error_event(error)], b""
-            except Exception:
-                # Our decoder's bug must not break the HTTP framing of a committed
-                # stream: end it with the error event instead; not the upstream's fault.
-                log.exception("stream decoder failed (target %s)", target)
-                error = UNREADABLE_FRAME
+            except Exception as exc:
+                if encoder_refused_depth(exc):
+                    error, failure = TOO_DEEP_FRAME, Reason.INVALID
+                else:
+                    # Our decoder's bug must not break the HTTP framing of a committed
+                    # stream: end it with the error event; not the upstream's fault.
+                    log.exception("stream decoder failed (target %s)", target)
+                    error = UNREADABLE_FRAME
                 events, data = [decoder.error_event(error)], b""
             if events:
                 await resp.write(b"".join(events))

@@ -180,6 +180,36 @@ async def stream_error_echo(req: Request, w: asyncio.StreamWriter) -> None:
     w.write(_STREAM_HEAD + _chunk(STREAM_LINE * 2) + _chunk(line.encode() + b"\n") + b"0\r\n\r\n")
 
 
+def _deep_tool_line() -> bytes:
+    """An Ollama stream line whose tool call's arguments nest 300 deep: valid JSON,
+    deeper than orjson writes when the gateway re-serialises the arguments."""
+    args = '{"a":' * 300 + "1" + "}" * 300
+    return (
+        b'{"model":"llama2","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant",'
+        b'"content":"","tool_calls":[{"function":{"name":"f","arguments":'
+        + args.encode()
+        + b'}}]},"done":false}\n'
+    )
+
+
+async def deep_stream_first(req: Request, w: asyncio.StreamWriter) -> None:
+    """A stream whose first line nests too deep."""
+    w.write(_STREAM_HEAD + _chunk(_deep_tool_line()) + _chunk(STREAM_LINE) + b"0\r\n\r\n")
+
+
+def deep_stream_later(go: asyncio.Event) -> Mode:
+    """Two good lines, then (once `go` is set: the client has them, so the stream is
+    committed) one that nests too deep."""
+
+    async def mode(req: Request, w: asyncio.StreamWriter) -> None:
+        w.write(_STREAM_HEAD + _chunk(STREAM_LINE * 2))
+        await w.drain()
+        await go.wait()
+        w.write(_chunk(_deep_tool_line()) + b"0\r\n\r\n")
+
+    return mode
+
+
 # ---------------------------------------------------------------- echoes
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 from faults import (
+    deep_stream_first,
+    deep_stream_later,
     MODES,
     FaultyUpstream,
     Mode,
@@ -268,6 +270,43 @@ async def test_an_answer_nested_too_deep_is_the_upstreams_fault(faulty, gateway,
         f'llama_gateway_upstream_errors_total{{route="r",target="{name}",reason="invalid"}} 1.0'
     )
     assert counted in gw.metrics.exposition().decode()
+
+
+async def test_a_stream_nested_too_deep_is_the_upstreams_fault(faulty, gateway, http) -> None:
+    """A stream frame the gateway cannot re-serialise: before anything was sent it is
+    a failed attempt (failover, else 500 naming why); once committed, the stream ends
+    with one error event. Either way counted against the target, and no traceback."""
+    first = await faulty(deep_stream_first)
+    go = asyncio.Event()
+    later = await faulty(deep_stream_later(go))
+    body = {"messages": CHAT, "stream": True}
+    with json_log() as process_log:
+        gw = await gateway(
+            route(target(first.url("/api/chat"), ""), path="/first", name="first"),
+            route(target(later.url("/api/chat"), ""), path="/later", name="later"),
+        )
+        async with asyncio.timeout(BOUND):
+            async with http.post(url(gw, "/first"), json=body) as r:
+                assert r.status == 500
+                assert await r.json() == {
+                    "error": {
+                        "message": "transformation failed from type llama2://llm/v1/chat: "
+                        "the answer is nested too deeply"
+                    }
+                }
+            async with http.post(url(gw, "/later"), json=body) as r:
+                assert r.status == 200
+                events = [await r.content.readuntil(b"\n\n") for _ in range(2)]
+                go.set()
+                events += [e for e in (await r.read()).split(b"\n\n") if e]
+    assert len(events) == 3  # two tokens, then the error (and no [DONE])
+    last = json.loads(events[-1].removeprefix(b"data: "))
+    assert last["error"]["message"] == ("transformation failed: the answer is nested too deeply")
+    assert process_log.events("adapter.") == [] and "Traceback" not in process_log.buf.getvalue()
+    text = gw.metrics.exposition().decode()
+    for route_name in ("first", "later"):
+        name = next(r for r in gw.router.routes if r.name == route_name).targets[0].name
+        assert f'route="{route_name}",target="{name}",reason="' in text
 
 
 async def test_an_in_band_stream_error_quoting_the_request_is_redacted(
