@@ -172,9 +172,9 @@ async def _serve(cfg: Config, args: argparse.Namespace, path: str) -> int:
     from .reload import reload_from
     from .server import GatewayServer, run_until_signalled
 
-    server = GatewayServer(cfg)
-    host = args.host
     link = WorkerLink.from_env()  # set when a supervisor (--workers N) started this process
+    server = GatewayServer(cfg, pod_counters=link.counters_path if link is not None else None)
+    host = args.host
     if link is not None:
         logs.set_context(worker=link.index)  # every line says which worker wrote it
     try:

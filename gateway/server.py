@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -38,7 +39,9 @@ from .runtime import Carried, Runtime, carry_routes
 from .security.clientip import networks
 from .security.guard import attach_guards
 from .security.metrics import SecurityMetrics
+from .security.podstore import PodStore
 from .security.ratelimit import RateLimiter
+from .security.stores import Store
 from .status import status_document
 
 if TYPE_CHECKING:
@@ -54,8 +57,18 @@ _STARTUP_ONLY = tuple(f.name for f in fields(ServerConfig))
 
 
 class GatewayServer:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        pod_counters: str | None = None,
+    ) -> None:
+        """`pod_counters`: the supervisor's counters socket, when this process is one
+        of a pod's workers (rate limits with `strategy: local` count there)."""
         self.clock = clock
+        self._local_store: Callable[[], Store] | None = None
+        if pod_counters is not None:
+            self._local_store = partial(PodStore, pod_counters)
         self.ready = False
         self.draining = False
         self.gateway: Gateway | None = None
@@ -69,6 +82,7 @@ class GatewayServer:
             config.consumers,
             store_error=self.security_metrics.store_error,
             trusted_proxies=config.server.trusted_proxies,
+            local_store=self._local_store,
         )
         self._retired: set[asyncio.Task[None]] = set()  # old rate limiters, closing
         self.access_log = AccessLog()
@@ -265,6 +279,7 @@ class GatewayServer:
                 old.routes,
                 self.security_metrics.store_error,
                 config.server.trusted_proxies,  # server.* as running (startup-only)
+                self._local_store,
             )
             self.metrics.use(routes)
             new = self._runtime(config, routes)

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers import route, target
+from helpers import LONG_WINDOW, route, target
 
 from gateway.config import parse
 from gateway.server import GatewayServer
@@ -105,7 +105,10 @@ def fuzz_config(ollama: FakeUpstream, llamacpp: FakeUpstream) -> dict[str, Any]:
     limited = route(
         target(ollama, "/api/chat", name="limited-llama"), path="/limited/chat", name="limited"
     )
-    limited["rate_limiting"] = {"identifier": "ip", "limits": [{"requests": 5, "window": 3600}]}
+    limited["rate_limiting"] = {
+        "identifier": "ip",
+        "limits": [{"requests": 5, "window": LONG_WINDOW}],
+    }
     return {
         "server": {
             "port": 0,

@@ -64,6 +64,12 @@ async def read_sdk_stream(stream: Any) -> tuple[str, str | None, Any]:
     return text, finish, usage
 
 
+# A rate-limit window for tests on the real clock. Windows are aligned to the epoch, so a
+# window edge during a test would reset its counters: 366 days makes that a matter of
+# one second a year, where an hour's window would be one in 3600.
+LONG_WINDOW = 366 * 24 * 3600
+
+
 def url(gw: GatewayServer, path: str = "/chat") -> str:
     return f"http://127.0.0.1:{gw.port}{path}"
 

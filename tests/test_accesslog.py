@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import route, target, url
+from helpers import LONG_WINDOW, route, target, url
 from log_kit import capture_access_log
 
 CHAT = [{"role": "user", "content": "hello there"}]
@@ -116,7 +116,7 @@ async def test_refused_requests_are_logged_when_the_route_logs(upstream, gateway
     up = await upstream("ollama")
     guarded = route(target(up, "/api/chat", logging=LOGGED), name="guarded")
     guarded["key_auth"] = {}
-    guarded["rate_limiting"] = {"limits": [{"requests": 1, "window": 3600}]}
+    guarded["rate_limiting"] = {"limits": [{"requests": 1, "window": LONG_WINDOW}]}
     quiet = route(target(up, "/api/chat"), path="/quiet", name="quiet")
     quiet["key_auth"] = {}
     consumers = [{"username": "alice", "keyauth_credentials": [{"key": ALICE}]}]

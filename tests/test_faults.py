@@ -21,13 +21,13 @@ from typing import Any
 import aiohttp
 import pytest
 from faults import (
-    deep_stream_first,
-    deep_stream_later,
     MODES,
     FaultyUpstream,
     Mode,
     bad_header_value,
     deep_openai_answer,
+    deep_stream_first,
+    deep_stream_later,
     stream_error_echo,
 )
 from helpers import route, target, url

@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 import pytest
-from helpers import route, target, url
+from helpers import LONG_WINDOW, route, target, url
 
 from gateway.config.schema import RateLimit, RateLimitingConfig
 from gateway.security.ratelimit import RateLimited, RateLimiter
@@ -137,7 +137,7 @@ async def test_local_store_forgets_past_windows_when_it_sweeps():
 async def test_gateway_answers_429_with_headers_and_counts_it(gateway, upstream, http):
     up = await upstream("ollama")
     r = route(target(up, "/api/chat"), path="/chat", name="chat")
-    r["rate_limiting"] = {"limits": [{"requests": 2, "window": 3600}]}
+    r["rate_limiting"] = {"limits": [{"requests": 2, "window": LONG_WINDOW}]}
     gw = await gateway(r)
     for remaining in ("1", "0"):
         async with http.post(url(gw), json=CHAT) as resp:
@@ -158,7 +158,7 @@ async def test_gateway_answers_429_with_headers_and_counts_it(gateway, upstream,
 async def test_stream_answers_carry_the_headers_and_tokens_are_charged(gateway, upstream, http):
     up = await upstream("ollama")
     r = route(target(up, "/api/chat"), path="/chat", name="chat")
-    r["rate_limiting"] = {"limits": [{"tokens": 1000000, "window": 3600}]}
+    r["rate_limiting"] = {"limits": [{"tokens": 1000000, "window": LONG_WINDOW}]}
     gw = await gateway(r)
     async with http.post(url(gw), json={**CHAT, "stream": True}) as resp:
         assert resp.status == 200
@@ -173,7 +173,7 @@ async def test_consumer_identity_limits_each_consumer_apart(gateway, upstream, h
     up = await upstream("ollama")
     r = route(target(up, "/api/chat"), path="/chat", name="chat")
     r["key_auth"] = {}
-    r["rate_limiting"] = {"limits": [{"requests": 1, "window": 3600}]}
+    r["rate_limiting"] = {"limits": [{"requests": 1, "window": LONG_WINDOW}]}
     consumers = [
         {"username": "a", "keyauth_credentials": [{"key": "key-a-123456"}]},
         {"username": "b", "keyauth_credentials": [{"key": "key-b-123456"}]},
@@ -195,7 +195,7 @@ async def test_reload_keeps_counters_of_an_unchanged_rate_limit(gateway, upstrea
 
     up = await upstream("ollama")
     r = route(target(up, "/api/chat"), path="/chat", name="chat")
-    r["rate_limiting"] = {"limits": [{"requests": 1, "window": 3600}]}
+    r["rate_limiting"] = {"limits": [{"requests": 1, "window": LONG_WINDOW}]}
     gw = await gateway(r)
     async with http.post(url(gw), json=CHAT) as resp:
         assert resp.status == 200
@@ -236,7 +236,7 @@ async def test_ip_limits_follow_x_forwarded_for_only_from_trusted_proxies(
 ):
     up = await upstream("ollama")
     r = route(target(up, "/api/chat"), path="/chat", name="chat")
-    r["rate_limiting"] = {"limits": [{"requests": 1, "window": 3600}]}
+    r["rate_limiting"] = {"limits": [{"requests": 1, "window": LONG_WINDOW}]}
     server = {"trusted_proxies": ["127.0.0.1"]} if trusted else {}
     gw = await gateway(r, server=server)
     statuses = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from helpers import route, target, url
+from helpers import LONG_WINDOW, route, target, url
 from redis_kit import RedisServer, needs_redis
 from test_process import start_serve
 
@@ -60,7 +60,7 @@ async def test_store_admits_atomically_and_sets_expiry(redis_server: RedisServer
 def _limited_route(up_url: str, redis_url: str, tolerant: bool = True) -> dict:
     r = route(target(up_url, "/api/chat"), path="/chat", name="chat")
     r["rate_limiting"] = {
-        "limits": [{"requests": 3, "window": 3600}],
+        "limits": [{"requests": 3, "window": LONG_WINDOW}],
         "strategy": "redis",
         "redis": {"url": redis_url, "timeout": 1},
         "fault_tolerant": tolerant,

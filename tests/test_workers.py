@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from helpers import route, target
+from helpers import LONG_WINDOW, route, target
 from prometheus_client.parser import text_string_to_metric_families
 from test_process import LISTENING
 
@@ -206,6 +206,37 @@ async def test_killed_worker_is_restarted_and_counts_are_kept(upstream, pods, tm
             ("_total", "_count", "_bucket", "_sum")
         ):
             assert after.get(key, 0) >= value, key
+
+
+async def test_local_rate_limits_count_for_the_whole_pod(upstream, pods, tmp_path) -> None:
+    """`strategy: local` is per pod, as Kong's is per node: the workers share the
+    supervisor's counters, so two workers do not let twice the limit through. They
+    outlive a worker too."""
+    up = await upstream("ollama")
+    r = route(target(up, "/api/chat"))
+    r["rate_limiting"] = {"limits": [{"requests": 5, "window": LONG_WINDOW}]}
+    pod = await pods(tmp_path, [r], server={"workers": 2})
+    statuses = await send(pod, 40)
+    assert Counter(statuses) == {200: 5, 429: 35}
+    m = await metrics(pod)
+    assert total(m, "llama_gateway_rate_limited_total", limit="requests") == 35
+    # 40 connections over 2 sockets reach both workers (all on one is 2^-39): with
+    # counters of their own they let 10 through (checked by hand: Counter({429: 30,
+    # 200: 10})).
+    workers = (await get_json(pod.status + "/status"))["workers"]
+    stores = [w["status"]["routes"][0]["access"]["rate_limiting"]["store"] for w in workers]
+    assert stores == ["ok", "ok"]
+    victim = workers[1]
+    os.kill(victim["pid"], signal.SIGKILL)
+    for _ in range(300):
+        workers = (await get_json(pod.status + "/status"))["workers"]
+        if workers[1]["state"] == "ready" and workers[1]["pid"] != victim["pid"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"worker 1 not restarted: {workers}")
+    assert await send(pod, 10) == [429] * 10, "the count outlived the worker"
+    assert len(up.generation_requests()) == 5
 
 
 async def test_sigterm_drains_streams_in_every_worker_then_exits_0(

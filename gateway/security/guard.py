@@ -63,10 +63,13 @@ def attach_guards(
     previous: Sequence[Route] = (),
     store_error: StoreErrorHook | None = None,
     trusted_proxies: Sequence[str] = (),
+    local_store: Callable[[], Store] | None = None,
 ) -> list[RateLimiter]:
     """Give each route its guard (None when it has neither block). Returns the
     limiters of `previous` that are no longer used, for the caller to close once
-    requests on the old runtime are done."""
+    requests on the old runtime are done. `local_store`: where `strategy: local`
+    counts when this process is one of a pod's workers (podstore.py); else in the
+    limiter itself."""
     by_digest = consumers_by_digest(consumers)
     trusted = networks(trusted_proxies)
     old = {r.name: r.guard.limiter for r in previous if r.guard and r.guard.limiter}
@@ -85,6 +88,8 @@ def attach_guards(
                 store: Store | None = None
                 if rl.strategy == "redis" and rl.redis is not None:
                     store = RedisStore(rl.redis)
+                elif local_store is not None:
+                    store = local_store()
                 hook = store_error(cfg.name) if store_error is not None else None
                 limiter = RateLimiter(rl, cfg.name, store, on_store_error=hook)
         route.guard = RouteGuard(key_auth, limiter, trusted) if key_auth or limiter else None

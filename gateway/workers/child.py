@@ -37,6 +37,7 @@ class WorkerLink:
     mode: str  # sockets.REUSEPORT or sockets.SHARED
     endpoints: tuple[Endpoint, ...] = ()  # reuseport: the addresses to bind
     fds: tuple[int, ...] = ()  # shared: inherited listening sockets
+    counters_path: str | None = None  # unix socket: the pod's rate-limit counters
 
     def to_env(self) -> str:
         return json.dumps(
@@ -47,6 +48,7 @@ class WorkerLink:
                 "mode": self.mode,
                 "endpoints": [e.to_json() for e in self.endpoints],
                 "fds": list(self.fds),
+                "counters_path": self.counters_path,
             }
         )
 
@@ -64,6 +66,7 @@ class WorkerLink:
             mode=str(d["mode"]),
             endpoints=tuple(Endpoint.from_json(e) for e in d["endpoints"]),
             fds=tuple(int(fd) for fd in d["fds"]),
+            counters_path=d.get("counters_path"),
         )
 
     async def start(self, server: GatewayServer) -> None:

@@ -39,6 +39,7 @@ from .. import events
 from ..config import Config
 from ..logs import event
 from ..reload import ConfigWatcher
+from ..security.podstore import CounterServer
 from .child import ENV, READY, WorkerLink
 from .podmetrics import PodMetrics
 from .slot import BACKOFF, DRAINING, READY_STATE, REASONS, STARTING, Slot, Timing, watch
@@ -78,6 +79,7 @@ class Supervisor:
         self.started_wall = time.time()
         self.bound_port = self.bound_status_port = 0  # once listening (port 0: the real one)
         self._socks: list[socket.socket] = []
+        self._counters_path: str | None = None  # set in run()
         self._stop = asyncio.Event()
         self._startup_failed = asyncio.Event()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -101,7 +103,11 @@ class Supervisor:
         workdir = tempfile.mkdtemp(prefix="llama-gateway-")  # 0700: the status sockets
         self.slots = [Slot(i, os.path.join(workdir, f"w{i}.sock")) for i in range(self.count)]
         status = PodStatusApp(self)
+        # Rate limits with `strategy: local` count for the pod here, not per worker.
+        self._counters_path = os.path.join(workdir, "counters.sock")
+        counters = CounterServer()
         try:
+            await counters.start(self._counters_path)
             try:
                 status_port = await status.start(self.status_host, self.status_port)
             except OSError as exc:
@@ -110,6 +116,7 @@ class Supervisor:
             return await self._supervise(status_port)
         finally:
             await status.stop()
+            await counters.stop()
             for sock in self._socks:
                 sock.close()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -298,6 +305,7 @@ class Supervisor:
             mode=self.mode,
             endpoints=tuple(endpoints(self._socks)),
             fds=tuple(fds),
+            counters_path=self._counters_path,
         )
         slot.state = STARTING
         slot.ready.clear()
