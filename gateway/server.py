@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import errors, events, openapi
 from .accesslog import AccessLog
-from .clientconn import ClientServer, fd_headroom
+from .clientconn import ClientServer, LimitedAppRunner, fd_headroom
 from .clientreq import ProxyRequest
 from .config import Config
 from .config.schema import ServerConfig
@@ -229,7 +229,13 @@ class GatewayServer:
             observers=(self.metrics, self.security_metrics, self.access_log),
             trusted=networks(s.trusted_proxies),
         )
-        self._status_runner = web.AppRunner(self.status_app(), access_log=None)
+        self._status_runner = LimitedAppRunner(
+            self.status_app(),
+            header_timeout=s.client_header_timeout,
+            keepalive_timeout=s.keepalive_timeout,
+            max_connections=s.max_connections,
+            access_log=None,
+        )
         await self._status_runner.setup()
         status_site: web.BaseSite
         if status_sock is not None:

@@ -186,3 +186,41 @@ async def test_zero_turns_the_timeouts_off(upstream, gateway) -> None:
     await c.send(b"Host: gw\r\nContent-Length: %d\r\n\r\n" % len(CHAT) + CHAT)
     assert (await c.answer()).status == 200
     c.close()
+
+
+# ---------------------------------------------------------------- the status listener
+
+
+async def test_the_status_listener_cuts_off_idle_and_slow_clients(upstream, gateway) -> None:
+    """Probes and scrapes need the status port: idle and slow clients are cut off there
+    as on the proxy listener (counted for the proxy listener only)."""
+    gw = await start(upstream, gateway)
+    idle = await Raw.connect(gw.status_port)
+    assert await idle.closed() == b""
+    slow = await Raw.connect(gw.status_port)
+    await slow.send(b"GET /metrics HTTP/1.1\r\n")  # and nothing more
+    a = await slow.answer()
+    assert a.status == 408 and a.error() == "client header timeout"
+    await slow.closed()
+    assert rejected(gw, "idle_timeout") == rejected(gw, "header_timeout") == 0
+
+
+async def test_the_status_listener_has_its_own_max_connections(upstream, gateway) -> None:
+    gw = await start(upstream, gateway, max_connections=2)
+    held = [await Raw.connect(gw.status_port), await Raw.connect(gw.status_port)]
+    for c in held:
+        await c.send(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (await c.answer()).status == 200
+    extra = await Raw.connect(gw.status_port)
+    a = await extra.answer()
+    assert a.status == 503 and a.error() == "too many connections"
+    await extra.closed()
+    for c in held:
+        await c.send(b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (await c.answer()).status == 200
+        c.close()
+    proxy = await Raw.connect(gw.port)  # the proxy listener's connections are apart
+    await proxy.send(request(body=CHAT))
+    assert (await proxy.answer()).status == 200
+    proxy.close()
+    assert rejected(gw, "max_connections") == 0

@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ..clientconn import LimitedAppRunner
 from ..exposition import render
 from ..jsonutil import dumps
 from ..livemetrics import PREFIX
@@ -102,7 +103,14 @@ class PodStatusApp:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
         app.router.add_get("/openapi.json", self._openapi)
-        self._runner = web.AppRunner(app, access_log=None)
+        s = self.sup.config.server
+        self._runner = LimitedAppRunner(
+            app,
+            header_timeout=s.client_header_timeout,
+            keepalive_timeout=s.keepalive_timeout,
+            max_connections=s.max_connections,
+            access_log=None,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
