@@ -39,7 +39,6 @@ from .runtime import Carried, Runtime, carry_routes
 from .security.clientip import networks
 from .security.guard import attach_guards
 from .security.metrics import SecurityMetrics
-from .security.podstore import PodStore
 from .security.ratelimit import RateLimiter
 from .security.stores import Store
 from .status import status_document
@@ -68,6 +67,8 @@ class GatewayServer:
         self.clock = clock
         self._local_store: Callable[[], Store] | None = None
         if pod_counters is not None:
+            from .security.podstore import PodStore  # only a pod's workers need it
+
             self._local_store = partial(PodStore, pod_counters)
         self.ready = False
         self.draining = False
