@@ -129,6 +129,16 @@ def total(series: dict[Any, float], name: str, **labels: str) -> float:
     )
 
 
+async def restarted(pod: Pod, index: int, old_pid: int) -> list[dict[str, Any]]:
+    """The pod's workers once worker `index` runs again, ready, as a new process."""
+    for _ in range(300):
+        workers: list[dict[str, Any]] = (await get_json(pod.status + "/status"))["workers"]
+        if workers[index]["state"] == "ready" and workers[index]["pid"] != old_pid:
+            return workers
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"worker {index} not restarted: {workers}")
+
+
 def worker_requests(status: dict[str, Any]) -> list[int]:
     return [
         sum(t["requests"] for r in w["status"]["routes"] for t in r["targets"])
@@ -189,13 +199,7 @@ async def test_killed_worker_is_restarted_and_counts_are_kept(upstream, pods, tm
     assert await send(pod, 20) == [200] * 20, "the other worker serves meanwhile"
     async with aiohttp.ClientSession() as http, http.get(pod.status + "/readyz") as r:
         assert r.status == 200
-    for _ in range(300):
-        workers = (await get_json(pod.status + "/status"))["workers"]
-        if workers[1]["state"] == "ready" and workers[1]["pid"] != victim["pid"]:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"worker 1 not restarted: {workers}")
+    workers = await restarted(pod, 1, victim["pid"])
     assert workers[1]["restarts"] == 1 and workers[0]["restarts"] == 0
     assert await send(pod, 20) == [200] * 20
     after = await metrics(pod)
@@ -228,13 +232,7 @@ async def test_local_rate_limits_count_for_the_whole_pod(upstream, pods, tmp_pat
     assert stores == ["ok", "ok"]
     victim = workers[1]
     os.kill(victim["pid"], signal.SIGKILL)
-    for _ in range(300):
-        workers = (await get_json(pod.status + "/status"))["workers"]
-        if workers[1]["state"] == "ready" and workers[1]["pid"] != victim["pid"]:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"worker 1 not restarted: {workers}")
+    await restarted(pod, 1, victim["pid"])
     assert await send(pod, 10) == [429] * 10, "the count outlived the worker"
     assert len(up.generation_requests()) == 5
 
