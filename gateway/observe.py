@@ -17,6 +17,7 @@ from .adapters.base import Usage
 if TYPE_CHECKING:
     from .routing import Route, Target
     from .security.keyauth import Credential
+    from .security.ratelimit import Admitted
 
 # Outcomes (a small fixed set: metric label values).
 SUCCESS = "success"
@@ -77,6 +78,8 @@ class RequestRecord:
     secrets: tuple[str, ...] = ()
     # key-auth's hide_credentials: where the client's key was, to keep it from upstreams.
     hide: Credential | None = None
+    # An admitted rate-limited request: who its tokens are charged to when it is done.
+    admitted: Admitted | None = None
 
     @property
     def cost(self) -> float:

@@ -50,6 +50,8 @@ class Prepared:
     dialect: Dialect  # how the answer is shaped
     native_options: dict[str, Any] | None = None  # see adapters.base.Call
     native_fields: dict[str, Any] | None = None
+    # The client's body as sent, when `body` is a translation of it (key_in_body).
+    client_body: dict[str, Any] | None = None
 
 
 class Gateway(Attempts):
@@ -96,10 +98,9 @@ class Gateway(Attempts):
         self.tasks.add(task)
         self.in_flight += 1
         guard = route.guard
-        admitted: Admitted | None = None
         try:
-            if guard is not None:
-                admitted = await _check(guard, request, rec)
+            if guard is not None and not guard.reads_body:
+                rec.admitted = await _check(guard, request, rec)
             resp = await self._handle(request, route, rec, dialect, prepared)
             rec.status = resp.status
             return resp
@@ -128,6 +129,7 @@ class Gateway(Attempts):
             rec.duration = self.clock() - rec.started
             if not rec.outcome:
                 rec.outcome = observe.outcome_of(rec)
+            admitted = rec.admitted
             if admitted is not None and rec.usage is not None:
                 assert guard is not None and guard.limiter is not None
                 guard.limiter.spend(admitted.identity, rec.usage.total_tokens)
@@ -154,6 +156,13 @@ class Gateway(Attempts):
             body = prepared.body
             check_shape(body, cfg.route_type)
         rec.body_size = len(raw)
+        guard = route.guard
+        if guard is not None and guard.reads_body:  # key_in_body: the key may be in it
+            sent = prepared.client_body if prepared is not None else None
+            rec.admitted = await _check(guard, request, rec, body if sent is None else sent)
+            field = rec.hide.field if rec.hide is not None else None
+            if field is not None:
+                body.pop(field, None)  # hide_credentials: not sent upstream in any dialect
         model = body.get("model")
         rec.request_model = model if isinstance(model, str) and model.isprintable() else None
         candidates, preferred = route.candidates(model)
@@ -259,7 +268,8 @@ class Gateway(Attempts):
         query = request.query
         drop = None
         hide = rec.hide
-        if hide is not None:  # key-auth's hide_credentials: the key stays here
+        if hide is not None and hide.field is None:  # hide_credentials: the key stays here
+            # (a body field was taken out of the parsed body when it was found)
             if hide.query is not None:
                 query = without_param(query, hide.query)
             else:
@@ -305,11 +315,13 @@ class Gateway(Attempts):
         return att.dialect.error(status, message, gateway_headers(target, att.rec.attempts))
 
 
-async def _check(guard: RouteGuard, request: web.Request, rec: RequestRecord) -> Admitted | None:
+async def _check(
+    guard: RouteGuard, request: web.Request, rec: RequestRecord, body: dict[str, Any] | None = None
+) -> Admitted | None:
     """Key-auth, then rate limits; both noted in the record (the metrics' and access
-    log's view: who, and why refused)."""
+    log's view: who, and why refused). `body`: when key_in_body, the parsed body."""
     try:
-        cred = guard.authenticate(request)
+        cred = guard.authenticate(request, body)
     except Rejected as exc:
         rec.auth_rejected = exc.reason
         raise

@@ -50,7 +50,13 @@ def test_defaults_and_digests_only():
     assert c.username == "alice" and c.key_digests == (digest(KEY),)
     assert KEY not in repr(cfg)  # the plaintext is not kept
     r = cfg.routes[0]
-    assert r.key_auth == KeyAuthConfig(("apikey",), True, True, True)
+    assert r.key_auth == KeyAuthConfig(
+        key_names=("apikey",),
+        key_in_header=True,
+        key_in_query=True,
+        key_in_body=False,
+        hide_credentials=True,
+    )
     rl = r.rate_limiting
     assert rl is not None and rl.identifier == "consumer" and rl.strategy == "local"
     assert rl.limits == (RateLimit("requests", 5, 60),) and rl.fault_tolerant is True
@@ -86,8 +92,8 @@ def test_identifier_defaults_to_ip_without_key_auth():
             "routes[0].key_auth.key_names: must be a non-empty list",
         ),
         (
-            doc({"key_auth": {"key_in_body": True}}, consumers=CONSUMERS),
-            "routes[0].key_auth.key_in_body: not supported",
+            doc({"key_auth": {"anonymous": "guest"}}, consumers=CONSUMERS),
+            "routes[0].key_auth.anonymous: not supported",
         ),
         (
             doc(

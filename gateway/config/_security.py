@@ -129,8 +129,8 @@ class SecurityChecks(Checker):
         d = self.mapping(
             raw,
             path,
-            {"key_names", "key_in_header", "key_in_query", "hide_credentials"},
-            {"key_in_body": False, "run_on_preflight": True, "anonymous": None},
+            {"key_names", "key_in_header", "key_in_query", "key_in_body", "hide_credentials"},
+            {"run_on_preflight": True, "anonymous": None},
         )
         dflt = KeyAuthConfig()
         names = dflt.key_names
@@ -148,6 +148,7 @@ class SecurityChecks(Checker):
             key_names=names,
             key_in_header=self.boolean(d, "key_in_header", path, dflt.key_in_header),
             key_in_query=self.boolean(d, "key_in_query", path, dflt.key_in_query),
+            key_in_body=self.boolean(d, "key_in_body", path, dflt.key_in_body),
             hide_credentials=self.boolean(d, "hide_credentials", path, dflt.hide_credentials),
         )
         return cfg

@@ -218,6 +218,8 @@ class KeyAuthConfig:
     key_names: tuple[str, ...] = ("apikey",)
     key_in_header: bool = True
     key_in_query: bool = True
+    # Also a top-level field of the JSON body: the body is then read before the check.
+    key_in_body: bool = False
     # Ours defaults to true (Kong: false): a client key has no business upstream.
     hide_credentials: bool = True
 

@@ -215,8 +215,14 @@ class OllamaFront:
         return ollama_error(404, f"model '{model}' not found; available: {listed}")
 
     async def _dispatch(
-        self, request: web.Request, raw: bytes, conv: req.Converted, kind: str
+        self,
+        request: web.Request,
+        raw: bytes,
+        conv: req.Converted,
+        kind: str,
+        obj: dict[str, Any],
     ) -> web.StreamResponse:
+        """`obj`: the client's body as sent (key-auth's key_in_body looks there)."""
         model = conv.body["model"]
         route, name = self.catalog.route_for(conv.route_type, model)
         if route is None and conv.route_type == COMPLETIONS:
@@ -228,7 +234,7 @@ class OllamaFront:
             types = (COMPLETIONS, CHAT) if kind == "generate" else (conv.route_type,)
             return self._not_found(request, model, _KIND_WORDS[kind], types)
         if conv.warm_up:
-            why = refusal(request, route)  # the pipeline's key check is not reached
+            why = refusal(request, route, obj)  # the pipeline's key check is not reached
             if why is not None:
                 return ollama_error(why.status, why.message, why.headers)
             return web.Response(body=dumps(warm_up_answer(kind, model)), content_type=JSON)
@@ -239,23 +245,28 @@ class OllamaFront:
             conv.body["stream"] = False
             conv.body.pop("stream_options", None)
         prepared = Prepared(
-            raw, conv.body, OllamaDialect(kind, model), conv.native_options, conv.native_fields
+            raw,
+            conv.body,
+            OllamaDialect(kind, model),
+            conv.native_options,
+            conv.native_fields,
+            client_body=obj,
         )
         return await self._gateway().handle(request, route, prepared)
 
     # ------------------------------------------------------------------ generation
 
     async def chat(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
-        return await self._dispatch(request, raw, req.chat(obj), "chat")
+        return await self._dispatch(request, raw, req.chat(obj), "chat", obj)
 
     async def generate(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
-        return await self._dispatch(request, raw, req.generate(obj), "generate")
+        return await self._dispatch(request, raw, req.generate(obj), "generate", obj)
 
     async def embed(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
-        return await self._dispatch(request, raw, req.embed(obj, legacy=False), "embed")
+        return await self._dispatch(request, raw, req.embed(obj, legacy=False), "embed", obj)
 
     async def embeddings(self, request: web.Request, obj: dict[str, Any], raw: bytes) -> Any:
-        return await self._dispatch(request, raw, req.embed(obj, legacy=True), "embeddings")
+        return await self._dispatch(request, raw, req.embed(obj, legacy=True), "embeddings", obj)
 
     # ------------------------------------------------------------------ model info
 

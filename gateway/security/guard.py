@@ -8,8 +8,8 @@ connections) is carried over a reload when the route keeps its name and its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -38,11 +38,18 @@ class RouteGuard:
         self.limiter = limiter
         self.trusted = trusted  # proxies whose X-Forwarded-For is believed
 
-    def authenticate(self, request: web.Request) -> Credential | None:
+    @property
+    def reads_body(self) -> bool:
+        """Key-auth may find the key in the body: the check waits for it."""
+        return self.key_auth is not None and self.key_auth.cfg.key_in_body
+
+    def authenticate(
+        self, request: web.Request, body: Mapping[str, Any] | None = None
+    ) -> Credential | None:
         """Raises `Rejected` (401/403) when key-auth is on and the key is not good."""
         if self.key_auth is None:
             return None
-        return self.key_auth.authenticate(request.headers, request.query)
+        return self.key_auth.authenticate(request.headers, request.query, body)
 
     async def admit(self, request: web.Request, cred: Credential | None) -> Admitted | None:
         """Raises `RateLimited` (429, or 503 when the store is down and the route is

@@ -1,9 +1,10 @@
 """Kong's key-auth: which consumer a request belongs to, or 401/403.
 
 A key is looked for, in order, in each of the route's `key_names` as a header, then
-as a query parameter, then in `Authorization: Bearer <key>` (so OpenAI SDKs work with
-`api_key=`). It is compared by digest (`digest.py`): one HMAC and one dictionary probe,
-the same work whatever the key, and no plaintext key is kept in memory.
+as a query parameter, then (`key_in_body`) as a top-level field of the JSON body, then
+in `Authorization: Bearer <key>` (so OpenAI SDKs work with `api_key=`). It is compared
+by digest (`digest.py`): one HMAC and one dictionary probe, the same work whatever the
+key, and no plaintext key is kept in memory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from multidict import CIMultiDictProxy, MultiDict, MultiMapping
 
@@ -34,6 +36,7 @@ class Credential:
     key: str  # the client's key: redacted from anything echoed (never logged)
     header: str | None = None  # the field it came in (lower-case), if a header
     query: str | None = None  # the query parameter it came in, if one
+    field: str | None = None  # the body field it came in, if one
     bearer: bool = False
 
 
@@ -55,8 +58,14 @@ class KeyAuth:
         self.route = route
         self.by_digest = by_digest
 
-    def authenticate(self, headers: CIMultiDictProxy[str], query: MultiMapping[str]) -> Credential:
-        key, where = self._find(headers, query)
+    def authenticate(
+        self,
+        headers: CIMultiDictProxy[str],
+        query: MultiMapping[str],
+        body: Mapping[str, Any] | None = None,
+    ) -> Credential:
+        """`body`: the parsed JSON body, when `key_in_body` (else not looked at)."""
+        key, where = self._find(headers, query, body)
         presented = digest(key)
         consumer = self.by_digest.get(presented)
         # The probe found the digest; the constant-time comparison is belt and braces
@@ -72,10 +81,18 @@ class KeyAuth:
             return Credential(consumer, key, bearer=True)
         if where.startswith("h:"):
             return Credential(consumer, key, header=where[2:])
+        if where.startswith("b:"):
+            return Credential(consumer, key, field=where[2:])
         return Credential(consumer, key, query=where[2:])
 
-    def _find(self, headers: CIMultiDictProxy[str], query: MultiMapping[str]) -> tuple[str, str]:
+    def _find(
+        self,
+        headers: CIMultiDictProxy[str],
+        query: MultiMapping[str],
+        body: Mapping[str, Any] | None,
+    ) -> tuple[str, str]:
         cfg = self.cfg
+        in_body = cfg.key_in_body and body is not None
         for name in cfg.key_names:
             if cfg.key_in_header:
                 values = headers.getall(name, ())
@@ -89,6 +106,13 @@ class KeyAuth:
                     raise Rejected(401, DUPLICATE_KEY, "duplicate")
                 if values and values[0]:
                     return values[0], "q:" + name
+            if in_body:
+                assert body is not None
+                value = body.get(name)
+                if isinstance(value, list):  # as Kong reads `apikey=a&apikey=b` forms
+                    raise Rejected(401, DUPLICATE_KEY, "duplicate")
+                if isinstance(value, str) and value:
+                    return value, "b:" + name
         auth = headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         token = token.strip()

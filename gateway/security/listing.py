@@ -8,8 +8,8 @@ with a wrong key should read "Unauthorized", not "no models".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -24,13 +24,16 @@ class Listed(Protocol):
     def route(self) -> Route: ...
 
 
-def refusal(request: web.Request, route: Route) -> Rejected | None:
-    """Why `request` may not see `route`'s models (None: it may)."""
+def refusal(
+    request: web.Request, route: Route, body: Mapping[str, Any] | None = None
+) -> Rejected | None:
+    """Why `request` may not see `route`'s models (None: it may). `body`: a request's
+    parsed body, for a route whose key may be there (key_in_body)."""
     guard = route.guard
     if guard is None or guard.key_auth is None:
         return None
     try:
-        guard.key_auth.authenticate(request.headers, request.query)
+        guard.key_auth.authenticate(request.headers, request.query, body)
     except Rejected as exc:
         return exc
     return None
