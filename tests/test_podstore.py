@@ -140,3 +140,18 @@ async def test_a_limiter_on_a_dead_pod_store_fails_open_or_closed(tmp_path) -> N
     assert info.value.status == 503
     await open_.close()
     await closed.close()
+
+
+async def test_a_nonsense_answer_is_a_store_error(tmp_path) -> None:
+    async def wrong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readline():
+            writer.write(b'{"not": "a pair"}\n')
+
+    path = str(tmp_path / "wrong.sock")
+    srv = await asyncio.start_unix_server(wrong, path)
+    store = PodStore(path)
+    with pytest.raises(StoreError, match="nonsense"):
+        await store.admit(counters(), 1)
+    await store.close()
+    srv.close()
+    await srv.wait_closed()

@@ -106,10 +106,14 @@ class PodStore:
         self._waiting.append(fut)
         writer.write(line)
         try:
-            ok, values = await asyncio.wait_for(fut, self.timeout)
+            answer = await asyncio.wait_for(fut, self.timeout)
         except TimeoutError:
             raise StoreError("pod counters did not answer in time") from None
-        return bool(ok), [int(v) for v in values]
+        try:
+            ok, values = answer
+            return bool(ok), [int(v) for v in values]
+        except (TypeError, ValueError):  # not our supervisor's answer: never a 500
+            raise StoreError("pod counters answered nonsense") from None
 
     def spend(self, counters: list[Counter], tokens: int) -> Awaitable[None] | None:
         writer = self._writer
