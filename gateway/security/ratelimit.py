@@ -163,13 +163,15 @@ class RateLimiter:
             self._failed(now, exc)
 
     def _store_failed(self, identity: str) -> Admitted:
+        """A request decided without the store (it failed now, or is in its backoff):
+        each one counted, as the metric promises."""
+        if self.on_store_error is not None:
+            self.on_store_error("allowed" if self.cfg.fault_tolerant else "rejected")
         if self.cfg.fault_tolerant:
             return Admitted(identity, {})
         raise RateLimited(STORE_DOWN, {"Retry-After": "1"}, "store")
 
     def _failed(self, now: float, exc: StoreError) -> None:
-        if self.on_store_error is not None:
-            self.on_store_error("allowed" if self.cfg.fault_tolerant else "rejected")
         if self._down_until == 0.0:
             event(
                 log,
