@@ -16,7 +16,7 @@ from .adapters.base import Usage
 
 if TYPE_CHECKING:
     from .routing import Route, Target
-    from .security.keyauth import Credential
+    from .security.keyauth import Hidden
     from .security.ratelimit import Admitted
 
 # Outcomes (a small fixed set: metric label values).
@@ -77,7 +77,7 @@ class RequestRecord:
     # besides the route's configured secrets.
     secrets: tuple[str, ...] = ()
     # key-auth's hide_credentials: where the client's key was, to keep it from upstreams.
-    hide: Credential | None = None
+    hide: Hidden | None = None
     # An admitted rate-limited request: who its tokens are charged to when it is done.
     admitted: Admitted | None = None
 

@@ -132,13 +132,17 @@ class RequestTemplate:
         body: bytes,
         drop: frozenset[bytes] | None = None,
         request_id: bytes = b"",
+        hidden: frozenset[bytes] = frozenset(),
     ) -> bytes:
         """The whole upstream request: client fields (repeated ones kept) minus the
         ones we must not forward, our fields (`request_id`: the whole X-Request-Id
         line), then the body. `headers` are raw field pairs the server already checked
-        (no CR, LF or NUL)."""
+        (no CR, LF or NUL). `hidden`: fields key-auth keeps back (hide_credentials),
+        dropped like `drop` but never the client's override of our auth header."""
         if drop is None:
             drop = self.drop
+        if hidden:
+            drop = drop | hidden
         auth = self.auth
         if query or auth.param_location == "query":
             line = _request_line(self.upstream_url(query))
@@ -150,9 +154,10 @@ class RequestTemplate:
         auth_name = self.auth_name
         for name, value in headers:
             low = name.lower()
-            if low == auth_name and auth_name:
+            if low == auth_name and auth_name and low not in hidden:
                 # The client sent the header (even one it named hop-by-hop): ours,
-                # which it may override, is not added.
+                # which it may override, is not added. Key-auth's key kept back
+                # (`hidden`) is no override: ours is sent.
                 client_has_auth = True
             if low in drop or low.startswith(b"proxy-"):
                 if low == b"connection":
@@ -164,7 +169,7 @@ class RequestTemplate:
         named -= drop
         named.discard(b"close")
         if named:  # rare: build again without them
-            return self.build(headers, query, body, drop | named, request_id)
+            return self.build(headers, query, body, drop | named, request_id, hidden)
         parts.append(self.fixed_fields)
         if request_id:
             parts.append(request_id)

@@ -35,7 +35,7 @@ from .replies import gateway_headers
 from .routing import Route, Target
 from .security.clientip import Network, client_address
 from .security.guard import RouteGuard
-from .security.keyauth import Rejected, without_param
+from .security.keyauth import Rejected, without_params
 from .security.ratelimit import Admitted, RateLimited
 
 log = logging.getLogger("llama_gateway")
@@ -160,9 +160,9 @@ class Gateway(Attempts):
         if guard is not None and guard.reads_body:  # key_in_body: the key may be in it
             sent = prepared.client_body if prepared is not None else None
             rec.admitted = await _check(guard, request, rec, body if sent is None else sent)
-            field = rec.hide.field if rec.hide is not None else None
-            if field is not None:
-                body.pop(field, None)  # hide_credentials: not sent upstream in any dialect
+            if rec.hide is not None:  # hide_credentials: not sent upstream in any dialect
+                for field in rec.hide.fields:
+                    body.pop(field, None)
         model = body.get("model")
         rec.request_model = model if isinstance(model, str) and model.isprintable() else None
         candidates, preferred = route.candidates(model)
@@ -266,22 +266,18 @@ class Gateway(Attempts):
         upstream_body = target.adapter.build(call, target.cfg.options)
         target.request.inject_body_auth(upstream_body, call.body)
         query = request.query
-        drop = None
+        hidden: frozenset[bytes] = frozenset()
         hide = rec.hide
-        if hide is not None and hide.field is None:  # hide_credentials: the key stays here
-            # (a body field was taken out of the parsed body when it was found)
-            if hide.query is not None:
-                query = without_param(query, hide.query)
-            else:
-                drop = target.request.drop | {
-                    b"authorization" if hide.bearer else (hide.header or "").encode("latin-1")
-                }
+        if hide is not None:  # hide_credentials (body fields went when they were read)
+            if any(name in query for name in hide.query):
+                query = without_params(query, hide.query)
+            hidden = hide.headers
         return target.request.build(
             request.raw_headers,
             query,
             dumps(upstream_body),
-            drop=drop,
             request_id=requestid.field(rec.request_id),
+            hidden=hidden,
         )
 
     def _give_up(
@@ -328,8 +324,11 @@ async def _check(
     if cred is not None:
         rec.consumer = cred.consumer.username
         rec.secrets = (*rec.secrets, cred.key)
-        if guard.key_auth is not None and guard.key_auth.cfg.hide_credentials:
-            rec.hide = cred
+        key_auth = guard.key_auth
+        if key_auth is not None and key_auth.cfg.hide_credentials:
+            rec.hide, copies = key_auth.hiding(cred, request.headers, request.query, body)
+            # Every copy kept back (another consumer's key too) is also never echoed.
+            rec.secrets = (*rec.secrets, *(v for v in copies if v != cred.key))
     try:
         admitted = await guard.admit(request, cred)
     except RateLimited as exc:

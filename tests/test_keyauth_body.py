@@ -1,6 +1,7 @@
-"""Key-auth's `key_in_body`: the key as a top-level field of the JSON body, on route
-paths and both front doors (the openai SDK's `extra_body`, a raw Ollama request), taken
-out before the upstream, and counted like any other key."""
+"""Key-auth's `key_in_body` (the key as a top-level field of the JSON body, on route
+paths and both front doors: the openai SDK's `extra_body`, a raw Ollama request), and
+hide_credentials keeping back every place a key is read from, not only the one that
+matched, while an operator's overridable auth header still reaches the upstream."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import json
 import openai
 import pytest
 from helpers import LONG_WINDOW, route, target, url
+from log_kit import capture_access_log
 
 from gateway.config import ConfigError, parse
 
 ALICE = "alice-key-0123456789"
+BOB_KEY = "bob-key-SECRET-2222"
 CONSUMERS = [{"username": "alice", "keyauth_credentials": [{"key": ALICE}]}]
+BOB = {"username": "bob", "keyauth_credentials": [{"key": BOB_KEY}]}
 MESSAGES = [{"role": "user", "content": "hi"}]
 DOORS = {"openai": {"prefix": "/v1"}, "ollama": {"prefix": ""}}
 
@@ -65,13 +69,54 @@ async def test_bad_keys_in_the_body(gateway, upstream, http, field, status, mess
     assert up.generation_requests() == []
 
 
-async def test_a_header_key_still_comes_first(gateway, upstream, http):
-    gw, up = await _gw(gateway, upstream)
-    body = {"messages": MESSAGES, "apikey": "not-a-key"}
-    async with http.post(url(gw), json=body, headers={"apikey": ALICE}) as resp:
-        assert resp.status == 200
-    # Found in the header: the body field is the client's own business, sent as is.
-    assert up.generation_requests()[0].json.get("apikey") is None  # ollama: not a field
+async def test_a_header_key_comes_first_and_every_copy_is_kept_back(gateway, upstream, http):
+    up = await upstream("openai")  # an openai target would pass an unknown field on
+    r = route(target(up, "/v1/chat/completions", fmt="openai"))
+    r["key_auth"] = {"key_in_body": True, "key_names": ["apikey", "x-api-key"]}
+    r["config"]["targets"][0]["logging"] = {"log_statistics": True, "log_payloads": True}
+    gw = await gateway(r, consumers=[*CONSUMERS, BOB])
+    buf = capture_access_log()
+    body = {"messages": MESSAGES, "apikey": BOB_KEY}
+    headers = {"apikey": ALICE, "X-Api-Key": BOB_KEY}
+    async with http.post(url(gw) + f"?apikey={ALICE}&keep=1", json=body, headers=headers) as r:
+        assert r.status == 200
+    (seen,) = up.generation_requests()
+    assert "apikey" not in seen.json and "apikey" not in seen.query
+    assert seen.query.get("keep") == "1"
+    assert "x-api-key" not in {k.lower() for k in seen.headers}
+    assert ALICE not in repr(seen) and BOB_KEY not in repr(seen)
+    (line,) = buf.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["consumer"] == "alice"  # the header, first in order, decided
+    assert BOB_KEY not in line and "[redacted]" in entry["ai"]["proxy"]["payload"]["request"]
+
+
+async def test_a_hidden_bearer_key_leaves_room_for_the_operators_header(gateway, upstream, http):
+    """With allow_override, a client's own Authorization replaces the target's; a
+    Bearer that was the client's gateway key is kept back, and then the operator's
+    header must go instead, not nothing. A token for another service still overrides."""
+    up = await upstream("ollama")
+    auth = {"header_name": "Authorization", "header_value": "Bearer UPSTREAM-777"}
+    t = target(up, "/api/chat", auth={**auth, "allow_override": True})
+    r = route(t)
+    r["key_auth"] = {}
+    gw = await gateway(r, consumers=CONSUMERS)
+    cases = [
+        {"Authorization": f"Bearer {ALICE}"},
+        {"apikey": ALICE},
+        {"apikey": ALICE, "Authorization": f"Bearer {ALICE}"},
+        {"apikey": ALICE, "Authorization": "Bearer for-the-upstream"},
+    ]
+    for headers in cases:
+        async with http.post(url(gw), json={"messages": MESSAGES}, headers=headers) as resp:
+            assert resp.status == 200
+    sent = [r.headers.get("Authorization") for r in up.generation_requests()]
+    assert sent == [
+        "Bearer UPSTREAM-777",
+        "Bearer UPSTREAM-777",
+        "Bearer UPSTREAM-777",
+        "Bearer for-the-upstream",
+    ]
 
 
 async def test_the_openai_sdk_with_extra_body(gateway, upstream):
