@@ -11,8 +11,10 @@ applies now (nginx's settings and meaning, docs/operations.md "Client limits"):
   When it expires: `408` if part of a head came, else the connection is just closed;
 - between requests, `keepalive_timeout`;
 - while a handler waits for body bytes (`intake.read_body` asks for them through
-  `await_body`), at most `client_body_timeout` between two reads: the read fails with
-  `BodyError(408)` and the connection closes after that answer;
+  `await_body`), at most `client_body_timeout` between two reads, and the whole body
+  by `client_body_timeout` plus one second per `client_body_min_rate` bytes received
+  (so a byte every few seconds cannot hold a connection for ever): the read fails
+  with `BodyError(408)` and the connection closes after that answer;
 - over `max_connections` open connections, a new one gets `503` and is closed before
   anything of it is read.
 
@@ -94,7 +96,15 @@ def raw_answer(status: int, reason: str, message: str) -> bytes:
 
 
 class ClientConnection(web_protocol.RequestHandler):
-    __slots__ = ("_body", "_body_timeout", "_head", "_header_timeout", "_srv", "closing")
+    __slots__ = (
+        "_body",
+        "_body_by",
+        "_body_timeout",
+        "_head",
+        "_header_timeout",
+        "_srv",
+        "closing",
+    )
 
     def __init__(self, manager: ClientServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -103,6 +113,7 @@ class ClientConnection(web_protocol.RequestHandler):
         self.closing = False
         self._head = False  # part of a head came while waiting for the next request
         self._body: StreamReader | None = None  # a body a handler waits for
+        self._body_by = 0.0  # when the whole body must be in (moves with each byte)
         self._header_timeout = manager.header_timeout or _NEVER
         self._body_timeout = manager.body_timeout or _NEVER
 
@@ -139,8 +150,14 @@ class ClientConnection(web_protocol.RequestHandler):
                 self._parse_failed(self._current_request)
         elif self._body is not None:
             if data:  # progress: the next read gets its own client_body_timeout
-                self._next_keepalive_close_time = self._loop.time() + self._body_timeout
-        elif data and not self._head and self._waiter is not None:
+                rate = self._srv.body_min_rate
+                if rate:
+                    self._body_by += len(data) / rate
+                next_read = self._loop.time() + self._body_timeout
+                self._next_keepalive_close_time = min(next_read, self._body_by)
+        elif data and not self._head and (self._waiter is not None or not self._request_count):
+            # Between requests, or the first head, whose bytes may come before aiohttp's
+            # reader task has started waiting for them.
             self._head = True
             if self._request_count:  # kept alive: this head's clock starts now
                 now = self._loop.time()
@@ -220,6 +237,7 @@ class ClientConnection(web_protocol.RequestHandler):
                 self.transport.write(_CONTINUE)
         self._body = request.content
         now = self._loop.time()
+        self._body_by = now + self._body_timeout if self._srv.body_min_rate else _NEVER + now
         self._arm(now + self._body_timeout, now)
 
     def body_done(self) -> None:
@@ -263,6 +281,7 @@ class ClientServer(web.Server):
         keepalive_timeout: float,
         max_connections: int,
         count: Callable[[str], None],
+        body_min_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -274,6 +293,7 @@ class ClientServer(web.Server):
         )
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate  # bytes/s a body keeps up after body_timeout
         self.max_connections = max_connections
         self.count = count
         self.open = 0  # connections counted against max_connections
@@ -295,9 +315,19 @@ class ClientServer(web.Server):
             or message.upgrade
             or hdrs.CONTENT_ENCODING in headers
             or hdrs.EXPECT in headers
-            or headers.get(hdrs.TRANSFER_ENCODING, "chunked") != "chunked"
+            or _coded(headers.get(hdrs.TRANSFER_ENCODING), headers)
         ):
-            request, reason = screen(message, payload, protocol, writer, task, self._loop)
+            try:
+                request, reason = screen(message, payload, protocol, writer, task, self._loop)
+            except Exception:  # a bug here would leave the client with no answer at all
+                log.exception("screening a request failed")
+                request = ProxyRequest(
+                    message, payload, protocol, writer, task, self._loop, client_max_size=0
+                )
+                request.refusal = web.Response(
+                    status=500, body=errors.error_body(errors.INTERNAL), content_type=_JSON
+                )
+                reason = BAD_REQUEST
             if reason is not None:
                 self.count(reason)
                 cast(ClientConnection, protocol).end_after_answer()
@@ -305,43 +335,9 @@ class ClientServer(web.Server):
         return ProxyRequest(message, payload, protocol, writer, task, self._loop, client_max_size=0)
 
 
-class LimitedAppRunner(web.AppRunner):
-    """An application (a status listener's) served by a `ClientServer`: the proxy
-    listener's client limits, so that idle or slow clients cannot use up the port that
-    probes and scrapes need. Its refusals are answered but not counted (the counter is
-    the proxy listener's)."""
-
-    def __init__(
-        self,
-        app: web.Application,
-        *,
-        header_timeout: float,
-        keepalive_timeout: float,
-        max_connections: int,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(app, **kwargs)
-        self._limits = (header_timeout, keepalive_timeout, max_connections)
-
-    async def _make_server(self) -> web.Server:
-        await super()._make_server()  # the app's startup and freeze (its server unused)
-        header, keepalive, most = self._limits
-        handle = self.app._handle
-
-        async def dispatch(request: ProxyRequest) -> web.StreamResponse:
-            if request.refusal is not None:  # refused before any route (clientreq.screen)
-                return request.refusal
-            return await handle(request)
-
-        return ClientServer(
-            dispatch,
-            header_timeout=header,
-            body_timeout=header,  # status routes take no body
-            keepalive_timeout=keepalive,
-            max_connections=most,
-            count=lambda reason: None,
-            **self._kwargs,
-        )
+def _coded(te: str | None, headers: Any) -> bool:
+    """A Transfer-Encoding other than one plain `chunked` line (screened)."""
+    return te is not None and (te != "chunked" or len(headers.getall(hdrs.TRANSFER_ENCODING)) > 1)
 
 
 def await_body(request: web.BaseRequest) -> ClientConnection | None:

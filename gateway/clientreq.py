@@ -88,10 +88,11 @@ def screen(
         message = message._replace(version=HttpVersion11, should_close=True)
     elif message.method == hdrs.METH_CONNECT:
         status, text = 405, "method CONNECT is not allowed"
-    else:
+    elif message is not _ERROR_11:  # (a parser error's stand-in has no real headers)
         headers = message.headers
         expect = headers.get(hdrs.EXPECT)
-        coding = headers.get(hdrs.CONTENT_ENCODING)
+        # Every field line: a second one (`identity`, then `gzip`) must not slip past.
+        coding = ", ".join(headers.getall(hdrs.CONTENT_ENCODING, ())) or None
         if expect is not None and version is HttpVersion11:  # HTTP/1.0: ignored (RFC 9110)
             if expect.strip().lower() == "100-continue":
                 owed = True
@@ -102,7 +103,7 @@ def screen(
             status, reason = 415, CONTENT_ENCODING
             text = f"unsupported content encoding: {printable(coding, 40)} (accepted: identity)"
             extra = {hdrs.ACCEPT_ENCODING: ", ".join(ACCEPTED_ENCODINGS)}
-        te = headers.get(hdrs.TRANSFER_ENCODING)
+        te = ", ".join(headers.getall(hdrs.TRANSFER_ENCODING, ())) or None
         if not status and te is not None and unknown_transfer_coding(te):
             status, reason = 501, TRANSFER_ENCODING
             text = f"unsupported transfer coding: {printable(te, 40)} (accepted: chunked)"

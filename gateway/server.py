@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import errors, events, openapi
 from .accesslog import AccessLog
-from .clientconn import ClientServer, LimitedAppRunner, fd_headroom
+from .clientconn import ClientServer, fd_headroom
 from .clientreq import ProxyRequest
 from .config import Config
 from .config.schema import ServerConfig
@@ -42,6 +42,7 @@ from .security.metrics import SecurityMetrics
 from .security.ratelimit import RateLimiter
 from .security.stores import Store
 from .status import status_document
+from .statusrunner import LimitedAppRunner
 
 if TYPE_CHECKING:
     from .discovery import Discovery
@@ -137,6 +138,7 @@ class GatewayServer:
             self._proxy,
             header_timeout=s.client_header_timeout,
             body_timeout=s.client_body_timeout,
+            body_min_rate=s.client_body_min_rate,
             keepalive_timeout=s.keepalive_timeout,
             max_connections=s.max_connections,
             count=self.metrics.process.client_counter(),

@@ -322,3 +322,25 @@ async def test_the_status_listener_answers_json_errors_too(gateway, upstream, ht
     async with http.post(base + "/metrics") as r:
         assert r.status == 405 and r.headers["Allow"] == "GET,HEAD"
         assert (await r.json())["error"]["message"] == "method not allowed"
+
+
+async def test_a_second_content_encoding_line_does_not_slip_past(upstream, gateway) -> None:
+    gw, _ = await start(upstream, gateway)
+    head = b"POST /chat HTTP/1.1\r\nHost: gw\r\nContent-Encoding: identity\r\n"
+    head += b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(CHAT)
+    a = await one(gw, head + CHAT)
+    assert a.status == 415
+    assert a.error() == "unsupported content encoding: identity, gzip (accepted: identity)"
+
+
+async def test_a_bug_while_screening_is_a_json_500_not_a_hang(upstream, gateway, monkeypatch):
+    import gateway.clientconn as clientconn
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(clientconn, "screen", broken)
+    gw, up = await start(upstream, gateway)
+    a = await one(gw, request(body=CHAT, headers={"Expect": "100-continue"}))
+    assert a.status == 500 and a.error() == "internal gateway error"
+    assert up.generation_requests() == []

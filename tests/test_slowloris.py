@@ -114,9 +114,9 @@ async def test_stalled_body_gets_408_and_the_connection_closes(upstream, gateway
 
 
 async def test_body_trickle_faster_than_the_timeout_is_read(upstream, gateway) -> None:
-    """client_body_timeout is between reads (nginx), not for the whole body: a body
-    that keeps coming, however slowly in total, is read."""
-    gw = await start(upstream, gateway, client_body_timeout=2.0)
+    """client_body_timeout is between reads (nginx), not for the whole body: with no
+    minimum rate, a body that keeps coming, however slowly in total, is read."""
+    gw = await start(upstream, gateway, client_body_timeout=2.0, client_body_min_rate=0)
     c = await Raw.connect(gw.port)
     whole = request(body=CHAT)
     head = whole[: -len(CHAT)]
@@ -224,3 +224,53 @@ async def test_the_status_listener_has_its_own_max_connections(upstream, gateway
     assert (await proxy.answer()).status == 200
     proxy.close()
     assert rejected(gw, "max_connections") == 0
+
+
+# ---------------------------------------------------------------- red-team follow-ups
+
+
+async def test_a_body_trickled_below_the_minimum_rate_gets_408(upstream, gateway) -> None:
+    """Pauses shorter than client_body_timeout, but far below client_body_min_rate: a
+    per-read timeout alone would let this hold the connection for 100 s."""
+    gw = await start(upstream, gateway, **FAST, client_body_min_rate=1000)
+    c = await Raw.connect(gw.port)
+    await c.send(request(headers={"Content-Length": "1000"}))
+    sender = asyncio.ensure_future(c.trickle(b"x" * 1000, every=0.1))
+    try:
+        a = await c.answer()
+        assert a.status == 408 and a.error() == "client body timeout"
+        await c.closed()
+    finally:
+        sender.cancel()
+        c.close()
+    assert rejected(gw, "body_timeout") == 1
+
+
+async def test_a_steady_slow_body_above_the_minimum_rate_is_read(upstream, gateway) -> None:
+    gw = await start(upstream, gateway, **FAST, client_body_min_rate=1000)
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * 3000}]}).encode()
+    c = await Raw.connect(gw.port)
+    await c.send(request(headers={"Content-Length": str(len(body))}))
+    for i in range(0, len(body), 400):  # ~4000 bytes/s against a 1000 bytes/s minimum
+        await c.send(body[i : i + 400])
+        await asyncio.sleep(0.1)
+    assert (await c.answer()).status == 200
+    c.close()
+
+
+async def test_a_partial_head_sent_at_once_after_connecting_gets_408(upstream, gateway) -> None:
+    """The first bytes can arrive before aiohttp's reader task waits for them: still a
+    head in progress (408, counted as header_timeout), not an idle connection."""
+    gw = await start(upstream, gateway)
+
+    async def one() -> int:
+        c = await Raw.connect(gw.port)
+        try:
+            await c.send(b"POST /chat HTTP/1.1\r\nHost: gw\r\n")
+            a = await c.answer()
+            return a.status
+        finally:
+            c.close()
+
+    assert await asyncio.gather(*(one() for _ in range(10))) == [408] * 10
+    assert rejected(gw, "header_timeout") == 10 and rejected(gw, "idle_timeout") == 0

@@ -292,6 +292,10 @@ class ServerConfig:
     # keep-alive connection is closed after keepalive_timeout. 0 turns a timeout off.
     client_header_timeout: float = 60.0
     client_body_timeout: float = 60.0
+    # And a body must keep up this average rate (bytes/s) once client_body_timeout has
+    # passed (Apache mod_reqtimeout's MinRate): per-read pauses alone let a body sent a
+    # byte every few seconds hold its connection for ever. 0 = no minimum.
+    client_body_min_rate: float = 500.0
     keepalive_timeout: float = 75.0
     # Open client connections on the proxy listener (per process); more are answered
     # 503 and closed. 0 = no limit.

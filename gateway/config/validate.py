@@ -103,6 +103,7 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks, Securi
                 "workers",
                 "client_header_timeout",
                 "client_body_timeout",
+                "client_body_min_rate",
                 "keepalive_timeout",
                 "max_connections",
                 "trusted_proxies",
@@ -124,6 +125,9 @@ class _Validator(BalancerChecks, TargetChecks, FrontendChecks, EnvChecks, Securi
             ),
             client_body_timeout=self.number(
                 d, "client_body_timeout", "server", s.client_body_timeout, lo=0
+            ),
+            client_body_min_rate=self.number(
+                d, "client_body_min_rate", "server", s.client_body_min_rate, lo=0
             ),
             keepalive_timeout=self.number(
                 d, "keepalive_timeout", "server", s.keepalive_timeout, lo=0

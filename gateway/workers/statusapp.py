@@ -33,11 +33,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ..clientconn import LimitedAppRunner
 from ..exposition import render
 from ..jsonutil import dumps
 from ..livemetrics import PREFIX
 from ..replies import json_errors
+from ..statusrunner import LimitedAppRunner
 from .client import get
 from .podstatus import pod_document
 from .slot import DRAINING, READY_STATE, REASONS, STATES
