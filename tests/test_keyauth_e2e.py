@@ -194,19 +194,20 @@ async def test_listings_show_protected_models_only_to_a_good_key(gateway, upstre
     async with http.get(url(gw, "/api/tags"), headers=key) as resp:
         assert len((await resp.json())["models"]) == 2
     async with http.get(url(gw, "/v1/models/secret-model")) as resp:
-        assert resp.status == 404
+        assert resp.status == 401  # as for a model that is not there (test_frontend_probing)
     async with http.get(url(gw, "/v1/models/secret-model"), headers=key) as resp:
         assert resp.status == 200
     async with http.post(url(gw, "/api/show"), json={"model": "secret-model"}) as resp:
         assert resp.status == 401
         assert (await resp.json()) == {"error": "No API key found in request"}
-    # A "not found" answer does not list what the client may not see.
+    # A stranger asking for a model that is not there gets the same 401; a consumer's
+    # "not found" answer does not list what its key does not open.
     body = {"model": "nope", "messages": CHAT["messages"]}
     async with http.post(url(gw, "/v1/chat/completions"), json=body) as resp:
-        assert resp.status == 404
+        assert resp.status == 401
         assert "secret-model" not in await resp.text()
     async with http.post(url(gw, "/api/chat"), json=body) as resp:
-        assert resp.status == 404
+        assert resp.status == 401
         assert "secret-model" not in await resp.text()
     # Ollama's warm-up (empty messages) answers without an upstream: still key-checked.
     warm = {"model": "secret-model", "messages": []}

@@ -9,16 +9,26 @@ model. Listings show the named models and the discovered ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
+from .. import errors
 from ..discovery import display_names
+from ..errors import GatewayError
+from ..logs import event
 
 if TYPE_CHECKING:
+    from ..replies import Handler
     from ..routing import Route
 
 LATEST = ":latest"
+log = logging.getLogger("llama_gateway")
+# A door's gateway-made error answer: (status, message, headers) → its own shape.
+ErrorShape = Callable[[int, str, Mapping[str, str] | None], web.Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +143,28 @@ def body_refusal(status: int) -> str:
 
 def no_count(reason: str) -> None:
     """A front door's rejection counter until the server wires in the metrics."""
+
+
+def internal_error(door: str, request: web.Request, shape: ErrorShape) -> web.Response:
+    """A bug in a front door's own work (reading, converting, choosing the route): one
+    ERROR event with the traceback in the log, and a 500 in the door's error shape with
+    no trace of it (not aiohttp's fallback, which has another door's shape). Call it
+    from an `except` block."""
+    event(log, "request.internal_error", f"internal error on the {door} front door",
+          level=logging.ERROR, exc_info=True, frontend=door, path=request.path)  # fmt: skip
+    return shape(500, errors.INTERNAL, None)
+
+
+def guarded(door: str, shape: ErrorShape, handler: Handler) -> Handler:
+    """`handler` with its errors answered in the door's shape: a `GatewayError` as
+    itself, anything else as `internal_error`."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return shape(exc.status, exc.message, exc.headers)
+        except Exception:
+            return internal_error(door, request, shape)
+
+    return wrapped

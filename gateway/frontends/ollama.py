@@ -26,9 +26,9 @@ from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from ..replies import Handler
 from ..security.keyauth import Rejected
-from ..security.listing import opens, refusal, visible
+from ..security.listing import Refusals, refusal
 from . import ollama_request as req
-from .catalog import Catalog, ModelEntry, _twin, body_refusal, no_count
+from .catalog import Catalog, ModelEntry, _twin, body_refusal, internal_error, no_count
 from .ollama_response import (
     NDJSONStream,
     Timing,
@@ -177,6 +177,10 @@ class OllamaFront:
             except req.BadRequest as exc:
                 self.rejected("bad_request")
                 return ollama_error(400, str(exc))
+            except GatewayError as exc:
+                return ollama_error(exc.status, exc.message, exc.headers)
+            except Exception:  # the pipeline answers its own; this is the door's bug
+                return internal_error(self.name, request, ollama_error)
             return resp
 
         return wrapped
@@ -186,31 +190,39 @@ class OllamaFront:
             if request.method not in ("GET", "HEAD"):
                 self.rejected("method")
                 return ollama_error(405, errors.method_not_allowed(request.method))
-            resp: web.StreamResponse = await handler(request)
+            try:
+                resp: web.StreamResponse = await handler(request)
+            except Exception:
+                return internal_error(self.name, request, ollama_error)
             return resp
 
         return wrapped
 
     def _not_found(
         self,
-        request: web.Request,
+        refused: Refusals,
         model: str,
         kind: str | None = None,
         types: tuple[str, ...] = (),
     ) -> web.Response:
         """404 listing the models for `types` (all models without) that this client may
         see. A model only other route types serve is Ollama's 400 `"x" does not support
-        <kind>` instead."""
-        keep = opens(request)
+        <kind>` instead. A model this client may not see at all, when no key-auth route
+        lets it in, gets the 401 a protected model gets (see security/listing.py)."""
+        keep = refused.opens
+        everything = self.catalog.names(keep=keep)
         if not types:
-            names = self.catalog.names(keep=keep)
+            names = everything
         else:
             names = sorted({n for rt in types for n in self.catalog.names(rt, keep)})
-            elsewhere = set(self.catalog.names(keep=keep)) - set(names)
+            elsewhere = set(everything) - set(names)
             if model in elsewhere or _twin(model) in elsewhere:
                 self.rejected("unsupported")
                 return ollama_error(400, f"{dumps(model).decode()} does not support {kind}")
         self.rejected("unknown_model")
+        why = refused.stranger(self.catalog.routes)  # None at once without key-auth
+        if why is not None and model not in everything:
+            return ollama_error(why.status, why.message, why.headers)
         listed = ", ".join(names) if names else "none"
         return ollama_error(404, f"model '{model}' not found; available: {listed}")
 
@@ -232,7 +244,7 @@ class OllamaFront:
                 conv = req.generate_as_chat(conv)
         if route is None:
             types = (COMPLETIONS, CHAT) if kind == "generate" else (conv.route_type,)
-            return self._not_found(request, model, _KIND_WORDS[kind], types)
+            return self._not_found(Refusals(request, obj), model, _KIND_WORDS[kind], types)
         if conv.warm_up:
             why = refusal(request, route, obj)  # the pipeline's key check is not reached
             if why is not None:
@@ -282,7 +294,7 @@ class OllamaFront:
 
     async def tags(self, request: web.Request) -> web.Response:
         try:
-            entries = visible(request, self.catalog.entries())
+            entries = Refusals(request).visible(self.catalog.entries())
         except Rejected as exc:
             return ollama_error(exc.status, exc.message, exc.headers)
         models = [self._model(e) for e in self.catalog.unique(entries)]
@@ -292,7 +304,7 @@ class OllamaFront:
         """Models in memory as discovery saw them, and configured models (a configured
         name is served by a target that is up; its server's memory is not known)."""
         try:
-            entries = visible(request, self.catalog.entries())
+            entries = Refusals(request).visible(self.catalog.entries())
         except Rejected as exc:
             return ollama_error(exc.status, exc.message, exc.headers)
         models = []
@@ -310,12 +322,13 @@ class OllamaFront:
             raise req.BadRequest("model is required")
         types = set()
         tools = False
+        refusals = Refusals(request, obj)
         refused: Rejected | None = None
         for rt in (CHAT, COMPLETIONS, EMBEDDINGS):
             route, name = self.catalog.route_for(rt, model)
             if route is None or route.cfg.route_type != rt:
                 continue
-            why = refusal(request, route)
+            why = refusals(route)
             if why is not None:  # behind key-auth, and this request's key does not open it
                 refused = refused or why
                 continue
@@ -331,7 +344,7 @@ class OllamaFront:
         if not types:
             if refused is not None:
                 return ollama_error(refused.status, refused.message, refused.headers)
-            return self._not_found(request, model)
+            return self._not_found(refusals, model)
         capabilities = []
         if types & {CHAT, COMPLETIONS}:
             capabilities.append("completion")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,84 @@ _IMAGE_TYPES = (
 
 class BadRequest(Exception):
     """An Ollama request we cannot read (→ 400 `{"error": "<text>"}`)."""
+
+
+# The JSON types Ollama's own API takes for the fields read here (its Go structs; the
+# client gets a 400 for another type there too). Checked once, before any converter
+# iterates a field or an adapter passes it on: `"images": 1` is a 400, not a 500.
+# null is "not sent". orjson gives an integer too large for 64 bits as a float.
+Rule = tuple[Callable[[Any], bool], str]
+_BOOL: Rule = (lambda v: v is True or v is False, "a boolean")
+_INT: Rule = (lambda v: type(v) is int, "an integer")
+_NUMBER: Rule = (lambda v: type(v) is int or type(v) is float, "a number")
+_STRING: Rule = (lambda v: type(v) is str, "a string")
+_OBJECT: Rule = (lambda v: type(v) is dict, "an object")
+_STRINGS = "a string or a list of strings"
+_TYPES: dict[str, Rule] = {
+    "stream": _BOOL,
+    "raw": _BOOL,
+    "truncate": _BOOL,
+    "logprobs": _BOOL,
+    "top_logprobs": _INT,
+    "dimensions": _INT,
+    "system": _STRING,
+    "template": _STRING,
+    "suffix": _STRING,
+    "options": _OBJECT,
+    "think": (lambda v: v is True or v is False or type(v) is str, "a boolean or a string"),
+    "keep_alive": (
+        lambda v: type(v) in (str, int, float),
+        'a duration ("5m") or a number of seconds',
+    ),
+    "images": (
+        lambda v: type(v) is list and all(type(i) is str for i in v),
+        "a list of base64 strings",
+    ),
+    "context": (lambda v: type(v) is list and all(type(i) is int for i in v), "a list of integers"),
+    "tools": (lambda v: type(v) is list and all(type(t) is dict for t in v), "a list of objects"),
+}
+# Ollama's `options` (api.Options); other names pass on unchecked (the adapters pass,
+# map or refuse them by name).
+_OPTION_TYPES: dict[str, Rule] = {
+    **dict.fromkeys(
+        ("num_predict", "top_k", "seed", "num_keep", "repeat_last_n", "mirostat", "num_ctx",
+         "num_batch", "num_gpu", "main_gpu", "num_thread"),
+        _INT,
+    ),
+    **dict.fromkeys(
+        ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
+         "frequency_penalty", "mirostat_tau", "mirostat_eta", "tfs_z"),
+        _NUMBER,
+    ),
+    **dict.fromkeys(
+        ("penalize_newline", "use_mmap", "use_mlock", "numa", "low_vram", "vocab_only", "f16_kv"),
+        _BOOL,
+    ),
+    "stop": (
+        lambda v: type(v) is str or (type(v) is list and all(type(i) is str for i in v)),
+        _STRINGS,
+    ),
+}  # fmt: skip
+# The fields each endpoint reads besides its own (model, messages, prompt, input, format).
+_CHAT_FIELDS = ("stream", "options", "tools", "think", "keep_alive", "logprobs", "top_logprobs")
+_GENERATE_FIELDS = ("stream", "options", "suffix", *_NATIVE)
+_EMBED_FIELDS = ("options", "keep_alive", "truncate", "dimensions")
+
+
+def check_types(obj: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """400 for a field in `fields` (or an option) of a type Ollama does not take."""
+    for key in fields:
+        value = obj.get(key)
+        if value is not None:
+            ok, what = _TYPES[key]
+            if not ok(value):
+                raise BadRequest(f"{key} must be {what}")
+    options = obj.get("options")
+    if options:
+        for key, value in options.items():
+            rule = _OPTION_TYPES.get(key)
+            if rule is not None and value is not None and not rule[0](value):
+                raise BadRequest(f"options.{key} must be {rule[1]}")
 
 
 @dataclass(slots=True)
@@ -55,11 +134,9 @@ def _model(obj: dict[str, Any]) -> str:
 
 
 def _options(obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
-    options = obj.get("options")
+    options = obj.get("options")  # an object, its values of Ollama's types (check_types)
     if options is None:
         return None
-    if not isinstance(options, dict):
-        raise BadRequest("options must be an object")
     native: dict[str, Any] = {}
     for key, value in options.items():
         if value is None:
@@ -149,9 +226,9 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             raise BadRequest(f"{where}.content must be a string")
         msg: dict[str, Any] = {"role": m["role"], "content": content or ""}
         images = m.get("images")
+        if images is not None and type(images) is not list:
+            raise BadRequest(f"{where}.images must be a list of base64 strings")
         if images:
-            if not isinstance(images, list):
-                raise BadRequest(f"{where}.images must be a list")
             parts: list[dict[str, Any]] = [{"type": "text", "text": content or ""}]
             parts.extend(image_url(img, where) for img in images)
             msg["content"] = parts
@@ -177,19 +254,15 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
 
 def chat(obj: dict[str, Any]) -> Converted:
     body: dict[str, Any] = {"model": _model(obj)}
+    check_types(obj, _CHAT_FIELDS)
     messages = obj.get("messages")
     warm_up = messages is None or messages == []
     if not warm_up:
         body["messages"] = _messages(messages)
     options = _common(obj, body)
     tools = obj.get("tools")
-    if tools:
-        if not isinstance(tools, list):
-            raise BadRequest("tools must be a list")
-        body["tools"] = [
-            {"type": "function", **t} if isinstance(t, dict) and "type" not in t else t
-            for t in tools
-        ]
+    if tools:  # a list of objects (check_types)
+        body["tools"] = [{"type": "function", **t} if "type" not in t else t for t in tools]
     for key in ("logprobs", "top_logprobs"):
         if obj.get(key) is not None:
             body[key] = obj[key]
@@ -199,12 +272,13 @@ def chat(obj: dict[str, Any]) -> Converted:
 
 def generate(obj: dict[str, Any]) -> Converted:
     body: dict[str, Any] = {"model": _model(obj)}
+    check_types(obj, _GENERATE_FIELDS)
     prompt = obj.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadRequest("prompt must be a string")
     warm_up = not prompt and not obj.get("images")
     body["prompt"] = prompt or ""
-    if isinstance(obj.get("suffix"), str) and obj["suffix"]:
+    if obj.get("suffix"):
         body["suffix"] = obj["suffix"]
     options = _common(obj, body)
     natives = _natives(obj, _NATIVE)
@@ -239,6 +313,7 @@ def generate_as_chat(conv: Converted) -> Converted:
 def embed(obj: dict[str, Any], legacy: bool) -> Converted:
     """`/api/embed` ({input}) or the older `/api/embeddings` ({prompt}, one vector)."""
     body: dict[str, Any] = {"model": _model(obj), "encoding_format": "float"}
+    check_types(obj, _EMBED_FIELDS)
     value = obj.get("prompt") if legacy else obj.get("input")
     if legacy and not isinstance(value, str):
         raise BadRequest("prompt must be a string")
@@ -251,13 +326,11 @@ def embed(obj: dict[str, Any], legacy: bool) -> Converted:
     # Ollama answers an empty input with no vectors (it only loads the model); an
     # upstream asked to embed "" would fail or answer nothing.
     warm_up = value in ("", [])
-    if isinstance(obj.get("dimensions"), int):
+    if obj.get("dimensions") is not None:
         body["dimensions"] = obj["dimensions"]
     # Ollama's own knobs (options such as num_ctx, keep_alive, truncate) travel beside
     # the body: an Ollama server gets them, the embeddings adapters decide for others.
     options = obj.get("options")
-    if options is not None and not isinstance(options, dict):
-        raise BadRequest("options must be an object")
     native = {k: v for k, v in (options or {}).items() if v is not None}
     natives = _natives(obj, ("keep_alive", "truncate"))
     return Converted(EMBEDDINGS, body, native or None, natives, warm_up)

@@ -24,8 +24,8 @@ from ..jsonutil import JSONDecodeError, dumps, loads
 from ..pipeline import Gateway, Prepared
 from ..replies import Handler
 from ..security.keyauth import Rejected
-from ..security.listing import opens, refusal, visible
-from .catalog import Catalog, ModelEntry, body_refusal, no_count
+from ..security.listing import Refusals, refusal
+from .catalog import Catalog, ModelEntry, body_refusal, guarded, internal_error, no_count
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -76,6 +76,8 @@ class OpenAIFront:
         self.body_limit = body_limit  # the largest route limit (each route checks its own)
         self.created = created
         self.rejected: Callable[[str], None] = no_count  # counts refusals by reason
+        # `{prefix}/models/{id}`, matched by prefix (the server asks for it by name).
+        self.get_model: Handler = guarded(self.name, OPENAI.error, self._get_model)
 
     def paths(self) -> dict[str, Handler]:
         """Exact path → handler; `{prefix}/models/{id}` is `model_path` (see `get_model`)."""
@@ -84,7 +86,7 @@ class OpenAIFront:
             for path, route_type in ENDPOINTS.items()
             if route_type in self.catalog.route_types()
         }
-        out[self.prefix + "/models"] = self.list_models
+        out[self.prefix + "/models"] = guarded(self.name, OPENAI.error, self.list_models)
         return out
 
     @property
@@ -93,7 +95,10 @@ class OpenAIFront:
 
     def _endpoint(self, route_type: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self.dispatch(request, route_type)
+            try:
+                return await self.dispatch(request, route_type)
+            except Exception:  # the pipeline answers its own; this is the door's bug
+                return internal_error(self.name, request, OPENAI.error)
 
         return handler
 
@@ -123,37 +128,50 @@ class OpenAIFront:
             if model is None or model == "":
                 self.rejected("bad_request")
                 return OPENAI.error(400, errors.NO_MODEL)
-            self.rejected("unknown_model")
-            return model_not_found(model, self.catalog.names(route_type, opens(request)))
+            return self._not_found(model, Refusals(request, body), route_type)
         if name is not None and name != model:
             body["model"] = name  # `x` for `x:latest`: the name the route knows
         return await self._gateway().handle(request, route, Prepared(raw, body, OPENAI))
+
+    def _not_found(
+        self, model: object, refused: Refusals, route_type: str | None = None
+    ) -> web.Response:
+        """404 listing what this client may see; the 401 a protected model would get
+        when no key-auth route lets the client in (a stranger), unless the model is one
+        it may see (served for another endpoint): so an unknown model and one behind
+        key-auth answer alike."""
+        self.rejected("unknown_model")
+        names = self.catalog.names(route_type, refused.opens)
+        why = refused.stranger(self.catalog.routes)  # None at once without key-auth
+        if why is not None and model not in self.catalog.names(keep=refused.opens):
+            return OPENAI.error(why.status, why.message, why.headers)
+        return model_not_found(model, names)
 
     async def list_models(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
             return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
         try:
-            entries = visible(request, self.catalog.entries())
+            entries = Refusals(request).visible(self.catalog.entries())
         except Rejected as exc:
             return OPENAI.error(exc.status, exc.message, exc.headers)
         return model_list(self.catalog.unique(entries), self.created)
 
-    async def get_model(self, request: web.Request) -> web.Response:
+    async def _get_model(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             return OPENAI.error(405, errors.method_not_allowed(request.method), {"Allow": "GET"})
         model = request.path[len(self.model_path) :]
         if not model:
             return await self.list_models(request)  # `{prefix}/models/`
+        refused = Refusals(request)
         try:
-            entries = visible(request, self.catalog.entries())
+            entries = refused.visible(self.catalog.entries())
         except Rejected as exc:
             return OPENAI.error(exc.status, exc.message, exc.headers)
         for e in entries:
             if e.id == model:
                 body = dumps(model_object(e, self.created))
                 return web.Response(body=body, content_type=JSON)
-        self.rejected("unknown_model")
-        return model_not_found(model, self.catalog.names(keep=opens(request)))
+        return self._not_found(model, refused)
 
 
 def sibling_lists(routes: list[Route], taken: set[str]) -> dict[str, Route]:
