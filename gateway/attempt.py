@@ -30,15 +30,13 @@ from .observe import FailedAttempt, RequestRecord
 from .redact import Redactor, credential
 from .replies import gateway_headers, success_headers
 from .routing import Route, Target
-from .streaming import AdapterBug, StreamEnd, relay_stream
+from .streaming import ADAPTER_BUGS, AdapterBug, StreamEnd, relay_stream
 
 # The only upstream header values a client ever gets (with a non-200 passed through).
 _PASSTHROUGH_HEADERS = ("Content-Type", "Retry-After")
 # One of them with a byte aiohttp would refuse to write (a control character: the
 # client would get no answer at all) or re-encode (non-ASCII): not a usable answer.
 INVALID_HEADER = Failure("invalid_header", Reason.INVALID, "invalid upstream header value")
-# Exceptions an adapter's parse() must never raise: our bug, not the upstream's.
-_ADAPTER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 log = logging.getLogger("llama_gateway")
 
 
@@ -113,7 +111,7 @@ class Attempts:
             # The upstream's JSON nests deeper than orjson writes: its fault, not ours.
             text = errors.transformation_failed(call.route_type, TOO_DEEP_ANSWER)
             return self._failed(route, target, unreadable(text), att)
-        except _ADAPTER_BUGS as exc:
+        except ADAPTER_BUGS as exc:
             return self._adapter_bug(route, target, call, att, exc)
         done = self.clock()
         u = parsed.usage

@@ -33,7 +33,7 @@ from .logs import event
 from .observe import Observer, RequestRecord
 from .replies import gateway_headers
 from .routing import Route, Target
-from .security.clientip import Network, client_address
+from .security.clientip import Network, request_client
 from .security.guard import RouteGuard
 from .security.keyauth import Rejected, without_params
 from .security.ratelimit import Admitted, RateLimited
@@ -90,8 +90,7 @@ class Gateway(Attempts):
             request_id=requestid.assign(request),
         )
         if route.logs:
-            forwarded = request.headers.getall("X-Forwarded-For", ()) if self.trusted else ()
-            rec.client_ip = client_address(request.remote, forwarded, self.trusted)
+            rec.client_ip = request_client(request, self.trusted)
         dialect = OPENAI if prepared is None else prepared.dialect
         task = asyncio.current_task()
         assert task is not None

@@ -32,8 +32,9 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",  # tells nginx-style proxies in front of us not to buffer
 }
 TOO_DEEP_FRAME = "transformation failed: " + TOO_DEEP_ANSWER
-# Decoder bugs: our fault, never the upstream's (see `_decoder_bug`).
-_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+# Exceptions an adapter (its parse() or decoder) must never raise: our bug, not the
+# upstream's (attempt.py uses them too).
+ADAPTER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
 
 class AdapterBug(Exception):
@@ -68,7 +69,7 @@ async def _first_events(
     except FrameTooLarge as exc:
         # Like an oversized body: the upstream is not usable (502), not unreadable (500).
         return Failure("invalid_header", Reason.INVALID, str(exc))
-    except _BUGS as exc:
+    except ADAPTER_BUGS as exc:
         if encoder_refused_depth(exc):  # the upstream's JSON nests past what we can write
             return unreadable(TOO_DEEP_ANSWER)
         raise AdapterBug(target) from exc

@@ -25,7 +25,7 @@ from ..pipeline import Gateway, Prepared
 from ..replies import Handler
 from ..security.keyauth import Rejected
 from ..security.listing import Refusals, refusal
-from .catalog import Catalog, ModelEntry, body_refusal, guarded, internal_error, no_count
+from .catalog import Catalog, ModelEntry, body_refusal, guarded, no_count
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -95,12 +95,10 @@ class OpenAIFront:
 
     def _endpoint(self, route_type: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
-            try:
-                return await self.dispatch(request, route_type)
-            except Exception:  # the pipeline answers its own; this is the door's bug
-                return internal_error(self.name, request, OPENAI.error)
+            return await self.dispatch(request, route_type)
 
-        return handler
+        # The pipeline answers its own errors; what escapes is the door's.
+        return guarded(self.name, OPENAI.error, handler)
 
     async def dispatch(self, request: web.Request, route_type: str) -> web.StreamResponse:
         if request.method != "POST":

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp.web import BaseRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -22,6 +26,12 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool | None:
     except ValueError:
         return None
     return any(ip in net for net in trusted)
+
+
+def request_client(request: BaseRequest, trusted: Sequence[Network]) -> str:
+    """`request`'s client: its peer, or the client behind a trusted proxy."""
+    forwarded = request.headers.getall("X-Forwarded-For", ()) if trusted else ()
+    return client_address(request.remote, forwarded, trusted)
 
 
 def client_address(peer: str | None, forwarded: Sequence[str], trusted: Sequence[Network]) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..config.schema import ConsumerConfig
-from .clientip import Network, client_address, networks
+from .clientip import Network, networks, request_client
 from .keyauth import Credential, KeyAuth, consumers_by_digest
 from .ratelimit import Admitted, RateLimiter
 from .stores import RedisStore, Store
@@ -59,8 +59,7 @@ class RouteGuard:
         if self.limiter.cfg.identifier == "consumer" and cred is not None:
             identity = cred.consumer.username
         else:
-            forwarded = request.headers.getall("X-Forwarded-For", ()) if self.trusted else ()
-            identity = client_address(request.remote, forwarded, self.trusted)
+            identity = request_client(request, self.trusted)
         return await self.limiter.admit(identity)
 
 

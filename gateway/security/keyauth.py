@@ -59,14 +59,15 @@ class Rejected(GatewayError):
 class KeyAuth:
     """One route's key check against the runtime's consumers."""
 
-    __slots__ = ("by_digest", "cfg", "hidden", "hidden_auth", "route")
+    __slots__ = ("by_digest", "cfg", "header_names", "hidden", "hidden_auth", "route")
 
     def __init__(self, cfg: KeyAuthConfig, route: str, by_digest: Mapping[bytes, ConsumerConfig]):
         self.cfg = cfg
         self.route = route
         self.by_digest = by_digest
         names = cfg.key_names
-        headers = frozenset(n.lower().encode() for n in names) if cfg.key_in_header else frozenset()
+        self.header_names = names if cfg.key_in_header else ()
+        headers = frozenset(n.lower().encode() for n in self.header_names)
         query = names if cfg.key_in_query else ()
         fields = names if cfg.key_in_body else ()
         self.hidden = Hidden(headers, query, fields)
@@ -84,7 +85,7 @@ class KeyAuth:
         it carried the key or carries any consumer's key; a token for another service
         passes (when the target allows an override)."""
         hidden = self.hidden
-        values = [v for n in hidden.headers for v in headers.getall(n.decode(), ())]
+        values = [v for n in self.header_names for v in headers.getall(n, ())]
         values += [v for n in hidden.query for v in query.getall(n, ())]
         if body is not None:
             for n in hidden.fields:
