@@ -237,12 +237,15 @@ async def test_a_body_trickled_below_the_minimum_rate_gets_408(upstream, gateway
     await c.send(request(headers={"Content-Length": "1000"}))
     sender = asyncio.ensure_future(c.trickle(b"x" * 1000, every=0.1))
     try:
-        a = await c.answer()
-        assert a.status == 408 and a.error() == "client body timeout"
-        await c.closed()
+        # Closed within the bound (the trickle alone would last 100 s). The 408 is sent,
+        # but the bytes still trickling in may turn the close into a reset that
+        # discards it before it is read, so it is checked only when it arrived.
+        seen = await c.closed()
     finally:
         sender.cancel()
         c.close()
+    if seen:
+        assert seen.startswith(b"HTTP/1.1 408 ") and b"client body timeout" in seen
     assert rejected(gw, "body_timeout") == 1
 
 
